@@ -1,0 +1,164 @@
+//! Background removal of deleted streams and basins.
+//!
+//! A delete is recorded durably (the metadata's `deleted_at` plus a queue marker) before it
+//! is acknowledged; the removal itself runs later on the owner shard. Every step is
+//! idempotent and the markers survive restarts, so a crash at any point only delays it:
+//! at boot each shard picks up the markers it owns.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use slatedb::WriteBatch;
+use tracing::{info, warn};
+
+use super::{ListRequest, LIST_LIMIT_MAX};
+use crate::error::{EngineError, Result};
+use crate::names::{BasinName, StreamFilter, StreamName};
+use crate::shard::Shard;
+use crate::storage::keys::{self, KeyKind};
+
+/// Back-off after a failed cleanup step, before trying again.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+pub(crate) fn schedule_stream_cleanup(shard: &Rc<Shard>, basin: BasinName, stream: StreamName) {
+    let shard = shard.clone();
+    glommio::spawn_local(async move {
+        glommio::timer::sleep(shard.options.deletion_delay).await;
+        while let Err(e) = shard.clean_up_stream(&basin, &stream).await {
+            warn!(%basin, %stream, error = %e, "stream cleanup failed; retrying");
+            glommio::timer::sleep(RETRY_DELAY).await;
+        }
+    })
+    .detach();
+}
+
+pub(crate) fn schedule_basin_deletion(shard: &Rc<Shard>, basin: BasinName) {
+    let shard = shard.clone();
+    glommio::spawn_local(async move {
+        glommio::timer::sleep(shard.options.deletion_delay).await;
+        loop {
+            match shard.finish_basin_deletion(&basin).await {
+                Ok(true) => break,
+                // Streams remain; they are being cleaned up on their owners.
+                Ok(false) => glommio::timer::sleep(shard.options.deletion_delay).await,
+                Err(e) => {
+                    warn!(%basin, error = %e, "basin deletion step failed; retrying");
+                    glommio::timer::sleep(RETRY_DELAY).await;
+                }
+            }
+        }
+    })
+    .detach();
+}
+
+impl Shard {
+    /// Remove a deleted stream's metadata and its queue marker.
+    async fn clean_up_stream(&self, basin: &BasinName, stream: &StreamName) -> Result<()> {
+        let _guard = self
+            .stream_locks
+            .lock((basin.clone(), stream.clone()))
+            .await;
+        let mut batch = WriteBatch::new();
+        if let Some(meta) = self.stream_meta(basin, stream).await? {
+            if meta.deleted_at.is_some() {
+                batch.delete(keys::stream_meta(basin, stream));
+            }
+        }
+        batch.delete(keys::stream_cleanup(basin, stream));
+        self.storage.write(batch).await?;
+        info!(%basin, %stream, "stream removed");
+        Ok(())
+    }
+
+    /// One pass of a basin's deletion: delete every stream still in it; once none is left,
+    /// remove the basin. Returns whether the basin is gone.
+    async fn finish_basin_deletion(self: &Rc<Self>, basin: &BasinName) -> Result<bool> {
+        let mut req = ListRequest {
+            prefix: StreamFilter::default(),
+            start_after: StreamFilter::default(),
+            limit: LIST_LIMIT_MAX,
+        };
+        let mut any = false;
+        loop {
+            let page = self.scan_streams(basin, &req).await?;
+            for info in &page.items {
+                any = true;
+                if info.deleted_at.is_none() {
+                    match self.delete_stream(basin.clone(), info.name.clone()).await {
+                        Ok(()) | Err(EngineError::StreamNotFound { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            match page.items.last() {
+                Some(last) if page.has_more => {
+                    req.start_after = StreamFilter::parse(
+                        last.name.as_str(),
+                        crate::names::FilterKind::StartAfter,
+                    )
+                    .expect("a stream name is a valid filter");
+                }
+                _ => break,
+            }
+        }
+        if any {
+            return Ok(false);
+        }
+        let _guard = self.basin_locks.lock(basin.clone()).await;
+        let mut batch = WriteBatch::new();
+        batch.delete(keys::basin_meta(basin));
+        batch.delete(keys::basin_deletion(basin));
+        self.storage.write(batch).await?;
+        info!(%basin, "basin removed");
+        Ok(true)
+    }
+}
+
+/// Resume the cleanups that were queued before the last stop and are owned by `shard`.
+pub async fn resume_background_work(shard: Rc<Shard>) {
+    for kind in [KeyKind::StreamCleanup, KeyKind::BasinDeletion] {
+        while let Err(e) = resume_kind(&shard, kind).await {
+            warn!(error = %e, "scanning queued cleanups failed; retrying");
+            glommio::timer::sleep(RETRY_DELAY).await;
+        }
+    }
+}
+
+async fn resume_kind(shard: &Rc<Shard>, kind: KeyKind) -> Result<()> {
+    let mut start = Bytes::from(vec![kind as u8]);
+    let end = Bytes::from(vec![kind as u8 + 1]);
+    loop {
+        let rows = shard
+            .storage
+            .scan(start.clone()..end.clone(), LIST_LIMIT_MAX)
+            .await?;
+        for (key, _) in &rows {
+            match kind {
+                KeyKind::StreamCleanup => {
+                    if let Some((basin, stream)) = keys::basin_stream_from_key(key) {
+                        if shard.placement.stream_owner(&basin, &stream) == shard.id {
+                            schedule_stream_cleanup(shard, basin, stream);
+                        }
+                    }
+                }
+                KeyKind::BasinDeletion => {
+                    if let Some(basin) = keys::basin_from_key(key) {
+                        if shard.placement.basin_owner(&basin) == shard.id {
+                            schedule_basin_deletion(shard, basin);
+                        }
+                    }
+                }
+                KeyKind::BasinMeta | KeyKind::StreamMeta => {}
+            }
+        }
+        match rows.last() {
+            Some((last, _)) if rows.len() == LIST_LIMIT_MAX => {
+                let mut next = last.to_vec();
+                next.push(0);
+                start = Bytes::from(next);
+            }
+            _ => return Ok(()),
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Stream control-plane operations. Changes run on the stream's owner shard under the
+//! stream's lock; reads run wherever the request landed.
+
+use std::rc::Rc;
+
+use slatedb::WriteBatch;
+
+use super::basins::corrupt_key;
+use super::{
+    decode, deletion, encode, Creation, ListRequest, Page, Provision, RequestToken, StreamId,
+    StreamInfo, StreamMeta,
+};
+use crate::clock::UnixNanos;
+use crate::config::{StreamConfig, StreamConfigSpec, StreamReconfiguration};
+use crate::error::{EngineError, Result};
+use crate::names::{BasinName, StreamFilter, StreamName};
+use crate::shard::Shard;
+use crate::storage::keys::{self, NameRange};
+
+impl StreamMeta {
+    fn info(&self, name: StreamName) -> StreamInfo {
+        StreamInfo {
+            name,
+            created_at: self.created_at,
+            deleted_at: self.deleted_at,
+            cipher: self.cipher,
+        }
+    }
+}
+
+fn not_found(basin: &BasinName, stream: &StreamName) -> EngineError {
+    EngineError::StreamNotFound {
+        basin: basin.clone(),
+        stream: stream.clone(),
+    }
+}
+
+fn deletion_pending(basin: &BasinName, stream: &StreamName) -> EngineError {
+    EngineError::StreamDeletionPending {
+        basin: basin.clone(),
+        stream: stream.clone(),
+    }
+}
+
+impl Shard {
+    pub(crate) async fn stream_meta(
+        &self,
+        basin: &BasinName,
+        stream: &StreamName,
+    ) -> Result<Option<StreamMeta>> {
+        let key = keys::stream_meta(basin, stream);
+        match self.storage.get(key.clone()).await? {
+            Some(v) => Ok(Some(decode(&key, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn put_stream_meta(
+        &self,
+        basin: &BasinName,
+        stream: &StreamName,
+        meta: &StreamMeta,
+    ) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.put(keys::stream_meta(basin, stream), encode(meta));
+        self.storage.write(batch).await?;
+        Ok(())
+    }
+
+    pub async fn list_streams(
+        &self,
+        basin: &BasinName,
+        req: ListRequest<StreamFilter>,
+    ) -> Result<Page<StreamInfo>> {
+        if self.basin_meta(basin).await?.is_none() {
+            return Err(EngineError::BasinNotFound(basin.clone()));
+        }
+        self.scan_streams(basin, &req).await
+    }
+
+    pub(crate) async fn scan_streams(
+        &self,
+        basin: &BasinName,
+        req: &ListRequest<StreamFilter>,
+    ) -> Result<Page<StreamInfo>> {
+        let namespace = keys::streams_namespace(basin);
+        let Some(range) = NameRange::new(
+            &namespace,
+            req.prefix.as_str().as_bytes(),
+            req.start_after.as_str().as_bytes(),
+        ) else {
+            return Ok(Page {
+                items: Vec::new(),
+                has_more: false,
+            });
+        };
+        let rows = self
+            .storage
+            .scan(range.start..range.end, req.limit + 1)
+            .await?;
+        let has_more = rows.len() > req.limit;
+        let mut items = Vec::with_capacity(rows.len().min(req.limit));
+        for (key, value) in rows.into_iter().take(req.limit) {
+            let meta: StreamMeta = decode(&key, &value)?;
+            let (_, name) = keys::basin_stream_from_key(&key).ok_or_else(|| corrupt_key(&key))?;
+            items.push(meta.info(name));
+        }
+        Ok(Page { items, has_more })
+    }
+
+    pub async fn create_stream(
+        self: &Rc<Self>,
+        basin: BasinName,
+        stream: StreamName,
+        spec: StreamConfigSpec,
+        token: Option<RequestToken>,
+    ) -> Result<(StreamInfo, Provision)> {
+        let owner = self.placement.stream_owner(&basin, &stream);
+        self.on_owner(owner, move |shard| async move {
+            let _guard = shard
+                .stream_locks
+                .lock((basin.clone(), stream.clone()))
+                .await;
+            let basin_meta = shard.active_basin(&basin).await?;
+            match shard.stream_meta(&basin, &stream).await? {
+                Some(m) if m.deleted_at.is_some() => Err(deletion_pending(&basin, &stream)),
+                Some(m) => {
+                    let already = || EngineError::StreamAlreadyExists {
+                        basin: basin.clone(),
+                        stream: stream.clone(),
+                    };
+                    let replay = Creation {
+                        token: token.ok_or_else(already)?,
+                        requested: spec,
+                    };
+                    if m.creation.as_ref() == Some(&replay) {
+                        Ok((m.info(stream), Provision::Noop))
+                    } else {
+                        Err(already())
+                    }
+                }
+                None => {
+                    let meta = StreamMeta {
+                        id: StreamId::random(),
+                        config: spec.resolve(&basin_meta.config.default_stream_config),
+                        cipher: basin_meta.config.stream_cipher,
+                        created_at: UnixNanos::now(),
+                        deleted_at: None,
+                        creation: token.map(|token| Creation {
+                            token,
+                            requested: spec,
+                        }),
+                    };
+                    shard.put_stream_meta(&basin, &stream, &meta).await?;
+                    Ok((meta.info(stream), Provision::Created))
+                }
+            }
+        })
+        .await
+    }
+
+    /// Create the stream, or replace its configuration with `spec` resolved against the
+    /// basin's current defaults.
+    pub async fn ensure_stream(
+        self: &Rc<Self>,
+        basin: BasinName,
+        stream: StreamName,
+        spec: StreamConfigSpec,
+    ) -> Result<(StreamInfo, Provision)> {
+        let owner = self.placement.stream_owner(&basin, &stream);
+        self.on_owner(owner, move |shard| async move {
+            let _guard = shard
+                .stream_locks
+                .lock((basin.clone(), stream.clone()))
+                .await;
+            let basin_meta = shard.active_basin(&basin).await?;
+            let config = spec.resolve(&basin_meta.config.default_stream_config);
+            match shard.stream_meta(&basin, &stream).await? {
+                Some(m) if m.deleted_at.is_some() => Err(deletion_pending(&basin, &stream)),
+                Some(m) if m.config == config => Ok((m.info(stream), Provision::Noop)),
+                Some(mut m) => {
+                    m.config = config;
+                    shard.put_stream_meta(&basin, &stream, &m).await?;
+                    Ok((m.info(stream), Provision::Updated))
+                }
+                None => {
+                    let meta = StreamMeta {
+                        id: StreamId::random(),
+                        config,
+                        cipher: basin_meta.config.stream_cipher,
+                        created_at: UnixNanos::now(),
+                        deleted_at: None,
+                        creation: None,
+                    };
+                    shard.put_stream_meta(&basin, &stream, &meta).await?;
+                    Ok((meta.info(stream), Provision::Created))
+                }
+            }
+        })
+        .await
+    }
+
+    /// A stream's resolved configuration. The basin is not consulted.
+    pub async fn stream_config(
+        &self,
+        basin: &BasinName,
+        stream: &StreamName,
+    ) -> Result<StreamConfig> {
+        match self.stream_meta(basin, stream).await? {
+            None => Err(not_found(basin, stream)),
+            Some(m) if m.deleted_at.is_some() => Err(deletion_pending(basin, stream)),
+            Some(m) => Ok(m.config),
+        }
+    }
+
+    pub async fn reconfigure_stream(
+        self: &Rc<Self>,
+        basin: BasinName,
+        stream: StreamName,
+        patch: StreamReconfiguration,
+    ) -> Result<StreamConfig> {
+        let owner = self.placement.stream_owner(&basin, &stream);
+        self.on_owner(owner, move |shard| async move {
+            let _guard = shard
+                .stream_locks
+                .lock((basin.clone(), stream.clone()))
+                .await;
+            let basin_meta = shard.active_basin(&basin).await?;
+            let mut meta = match shard.stream_meta(&basin, &stream).await? {
+                None => return Err(not_found(&basin, &stream)),
+                Some(m) if m.deleted_at.is_some() => {
+                    return Err(deletion_pending(&basin, &stream))
+                }
+                Some(m) => m,
+            };
+            let before = meta.config.clone();
+            meta.config
+                .reconfigure(&patch, &basin_meta.config.default_stream_config);
+            if meta.config != before {
+                shard.put_stream_meta(&basin, &stream, &meta).await?;
+            }
+            Ok(meta.config)
+        })
+        .await
+    }
+
+    /// Mark the stream deleted and queue the removal of its data and metadata.
+    pub async fn delete_stream(self: &Rc<Self>, basin: BasinName, stream: StreamName) -> Result<()> {
+        let owner = self.placement.stream_owner(&basin, &stream);
+        self.on_owner(owner, move |shard| async move {
+            let _guard = shard
+                .stream_locks
+                .lock((basin.clone(), stream.clone()))
+                .await;
+            let mut meta = shard
+                .stream_meta(&basin, &stream)
+                .await?
+                .ok_or_else(|| not_found(&basin, &stream))?;
+            if meta.deleted_at.is_some() {
+                return Ok(());
+            }
+            meta.deleted_at = Some(UnixNanos::now());
+            let mut batch = WriteBatch::new();
+            batch.put(keys::stream_meta(&basin, &stream), encode(&meta));
+            batch.put(keys::stream_cleanup(&basin, &stream), b"");
+            shard.storage.write(batch).await?;
+            deletion::schedule_stream_cleanup(&shard, basin, stream);
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,19 @@
+//! Wall-clock time as the engine records it.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// Nanoseconds since the Unix epoch, UTC. Persisted in metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UnixNanos(pub u64);
+
+impl UnixNanos {
+    pub fn now() -> UnixNanos {
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        UnixNanos(since.as_nanos() as u64)
+    }
+}

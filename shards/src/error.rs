@@ -1,0 +1,55 @@
+//! The engine's error type. Clonable so one failure can be handed to every waiter; mapped to
+//! HTTP status and S2 code once, in the HTTP layer.
+
+use std::sync::Arc;
+
+use crate::names::{BasinName, StreamName};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EngineError {
+    #[error("basin `{0}` not found")]
+    BasinNotFound(BasinName),
+    #[error("basin `{0}` already exists")]
+    BasinAlreadyExists(BasinName),
+    #[error("basin `{0}` is being deleted")]
+    BasinDeletionPending(BasinName),
+    #[error("stream `{stream}` in basin `{basin}` not found")]
+    StreamNotFound {
+        basin: BasinName,
+        stream: StreamName,
+    },
+    #[error("stream `{stream}` in basin `{basin}` already exists")]
+    StreamAlreadyExists {
+        basin: BasinName,
+        stream: StreamName,
+    },
+    #[error("stream deletion pending")]
+    StreamDeletionPending {
+        basin: BasinName,
+        stream: StreamName,
+    },
+    #[error("storage error: {0}")]
+    Storage(#[from] StorageError),
+    /// A shard or the storage sidecar is gone (shutting down, or it failed).
+    #[error("unavailable: {0}")]
+    Unavailable(&'static str),
+}
+
+/// A failure of the storage sidecar: SlateDB, the object store, or undecodable data.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StorageError {
+    #[error("{0}")]
+    Db(Arc<slatedb::Error>),
+    #[error("the storage sidecar has stopped")]
+    SidecarGone,
+    #[error("corrupt value under key {key:?}: {reason}")]
+    Corrupt { key: Vec<u8>, reason: String },
+}
+
+impl From<slatedb::Error> for StorageError {
+    fn from(e: slatedb::Error) -> Self {
+        StorageError::Db(Arc::new(e))
+    }
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

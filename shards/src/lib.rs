@@ -1,0 +1,18 @@
+//! The Sluice engine: shards and placement, the cross-shard mesh, the catalogue of basins
+//! and streams, background work, and the storage sidecar with its key layout. It knows
+//! nothing of HTTP.
+
+pub mod catalogue;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod executors;
+mod locks;
+pub mod mesh;
+pub mod names;
+pub mod placement;
+pub mod shard;
+pub mod storage;
+
+pub use error::{EngineError, StorageError};
+pub use shard::{EngineOptions, Shard};

@@ -1,0 +1,114 @@
+//! A shard: one pinned glommio executor's share of the engine. It owns, outright, the
+//! basins and streams placed on it; other threads reach them only by sending it a job.
+
+use std::future::Future;
+use std::rc::Rc;
+use std::time::Duration;
+
+use tracing::debug;
+
+use crate::catalogue::resume_background_work;
+use crate::error::{EngineError, Result};
+use crate::locks::KeyedLocks;
+use crate::mesh::{Inbox, Job, Mesh};
+use crate::names::{BasinName, StreamName};
+use crate::placement::{Placement, ShardId};
+use crate::storage::Storage;
+
+/// Engine settings shared by every shard.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// How long a deleted basin or stream stays visible as "deletion pending" before the
+    /// background cleanup starts removing it.
+    pub deletion_delay: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            deletion_delay: Duration::from_secs(2),
+        }
+    }
+}
+
+pub struct Shard {
+    pub(crate) id: ShardId,
+    pub(crate) placement: Placement,
+    pub(crate) mesh: Mesh,
+    pub(crate) storage: Storage,
+    pub(crate) options: EngineOptions,
+    pub(crate) basin_locks: KeyedLocks<BasinName>,
+    pub(crate) stream_locks: KeyedLocks<(BasinName, StreamName)>,
+}
+
+impl Shard {
+    pub(crate) fn start(
+        id: ShardId,
+        placement: Placement,
+        mesh: Mesh,
+        inbox: Inbox,
+        storage: Storage,
+        options: EngineOptions,
+    ) -> Rc<Shard> {
+        let shard = Rc::new(Shard {
+            id,
+            placement,
+            mesh,
+            storage,
+            options,
+            basin_locks: KeyedLocks::default(),
+            stream_locks: KeyedLocks::default(),
+        });
+        let runner = shard.clone();
+        glommio::spawn_local(async move {
+            while let Ok(job) = inbox.0.recv_async().await {
+                glommio::spawn_local(job(runner.clone())).detach();
+            }
+        })
+        .detach();
+        glommio::spawn_local(resume_background_work(shard.clone())).detach();
+        shard
+    }
+
+    pub fn id(&self) -> ShardId {
+        self.id
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.placement.shard_count()
+    }
+
+    /// Run `work` on shard `owner` with that shard's context and return its result. Local
+    /// owners run it directly; remote ones get it through the mesh.
+    pub(crate) async fn on_owner<T, F, Fut>(self: &Rc<Self>, owner: ShardId, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T>> + 'static,
+    {
+        if owner == self.id {
+            return work(self.clone()).await;
+        }
+        let (reply, answer) = futures::channel::oneshot::channel();
+        let job: Job = Box::new(move |shard| {
+            Box::pin(async move {
+                // The caller may have gone away; the work is done either way.
+                let _ = reply.send(work(shard).await);
+            })
+        });
+        self.mesh
+            .send(owner, job)
+            .await
+            .map_err(|()| EngineError::Unavailable("owner shard stopped"))?;
+        debug!(from = self.id, to = owner, "job relayed");
+        answer
+            .await
+            .map_err(|_| EngineError::Unavailable("owner shard dropped the request"))?
+    }
+
+    /// Check the storage sidecar answers.
+    pub async fn health(&self) -> Result<()> {
+        self.storage.get(bytes::Bytes::from_static(b"\x00")).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,157 @@
+//! The SlateDB key layout. Every persisted key starts with a one-byte kind.
+//!
+//! | kind | key                                          | value                       |
+//! |------|----------------------------------------------|-----------------------------|
+//! | 0x01 | `01 basin`                                   | [`BasinMeta`] as JSON        |
+//! | 0x02 | `02 basin 00 stream`                         | [`StreamMeta`] as JSON       |
+//! | 0x03 | `03 basin`                                   | empty: basin deletion queued |
+//! | 0x04 | `04 basin 00 stream`                         | empty: stream cleanup queued |
+//!
+//! Names never contain NUL, so `00` separates basin from stream and keeps streams of one
+//! basin contiguous and sorted by name. Nothing here depends on the shard count.
+//!
+//! [`BasinMeta`]: crate::catalogue::BasinMeta
+//! [`StreamMeta`]: crate::catalogue::StreamMeta
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::names::{BasinName, StreamName};
+
+/// Key kinds. Persisted: never renumber.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    BasinMeta = 0x01,
+    StreamMeta = 0x02,
+    BasinDeletion = 0x03,
+    StreamCleanup = 0x04,
+}
+
+const SEPARATOR: u8 = 0x00;
+
+fn with_kind(kind: KeyKind, rest: &[u8]) -> Bytes {
+    let mut k = BytesMut::with_capacity(1 + rest.len());
+    k.put_u8(kind as u8);
+    k.put_slice(rest);
+    k.freeze()
+}
+
+fn basin_stream(kind: KeyKind, basin: &BasinName, stream: &[u8]) -> Bytes {
+    let mut k = BytesMut::with_capacity(2 + basin.as_str().len() + stream.len());
+    k.put_u8(kind as u8);
+    k.put_slice(basin.as_str().as_bytes());
+    k.put_u8(SEPARATOR);
+    k.put_slice(stream);
+    k.freeze()
+}
+
+pub fn basin_meta(basin: &BasinName) -> Bytes {
+    with_kind(KeyKind::BasinMeta, basin.as_str().as_bytes())
+}
+
+pub fn basin_deletion(basin: &BasinName) -> Bytes {
+    with_kind(KeyKind::BasinDeletion, basin.as_str().as_bytes())
+}
+
+pub fn stream_meta(basin: &BasinName, stream: &StreamName) -> Bytes {
+    basin_stream(KeyKind::StreamMeta, basin, stream.as_str().as_bytes())
+}
+
+pub fn stream_cleanup(basin: &BasinName, stream: &StreamName) -> Bytes {
+    basin_stream(KeyKind::StreamCleanup, basin, stream.as_str().as_bytes())
+}
+
+/// The half-open key range `[start, end)` of names in a sorted namespace that start with
+/// `prefix` and sort strictly after `start_after`.
+pub struct NameRange {
+    pub start: Bytes,
+    pub end: Bytes,
+}
+
+impl NameRange {
+    /// `namespace` is the key prefix shared by every name in the listing (e.g. `01`, or
+    /// `02 basin 00`).
+    pub fn new(namespace: &[u8], prefix: &[u8], start_after: &[u8]) -> Option<NameRange> {
+        let mut start = BytesMut::from(namespace);
+        start.put_slice(prefix);
+        let mut after = BytesMut::from(namespace);
+        after.put_slice(start_after);
+        // The smallest key strictly greater than `after` is `after` followed by a zero byte.
+        after.put_u8(0);
+        let start = if !start_after.is_empty() && after[..] > start[..] {
+            after.freeze()
+        } else {
+            start.freeze()
+        };
+        let end = prefix_end(namespace, prefix);
+        (start < end).then_some(NameRange { start, end })
+    }
+}
+
+/// The first key after every key that starts with `namespace ++ prefix`.
+fn prefix_end(namespace: &[u8], prefix: &[u8]) -> Bytes {
+    let mut end: Vec<u8> = [namespace, prefix].concat();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Bytes::from(end);
+        }
+    }
+    // Unreachable for our namespaces, which always start with a kind byte below 0xff.
+    Bytes::from_static(&[u8::MAX; 2])
+}
+
+pub fn basins_namespace() -> Bytes {
+    Bytes::from_static(&[KeyKind::BasinMeta as u8])
+}
+
+pub fn streams_namespace(basin: &BasinName) -> Bytes {
+    basin_stream(KeyKind::StreamMeta, basin, b"")
+}
+
+/// Decode the basin name at the end of a `01 basin` or `03 basin` key.
+pub fn basin_from_key(key: &[u8]) -> Option<BasinName> {
+    let name = std::str::from_utf8(key.get(1..)?).ok()?;
+    name.parse().ok()
+}
+
+/// Decode `(basin, stream)` from a `02 …` or `04 …` key.
+pub fn basin_stream_from_key(key: &[u8]) -> Option<(BasinName, StreamName)> {
+    let rest = key.get(1..)?;
+    let sep = rest.iter().position(|&b| b == SEPARATOR)?;
+    let basin = std::str::from_utf8(&rest[..sep]).ok()?.parse().ok()?;
+    let stream = std::str::from_utf8(&rest[sep + 1..]).ok()?.parse().ok()?;
+    Some((basin, stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_keys_round_trip_and_group_by_basin() {
+        let b: BasinName = "basin-one".parse().unwrap();
+        let s: StreamName = "a/b c".parse().unwrap();
+        let k = stream_meta(&b, &s);
+        assert_eq!(basin_stream_from_key(&k), Some((b.clone(), s)));
+        assert!(k.starts_with(&streams_namespace(&b)));
+        let other: BasinName = "basin-one-x".parse().unwrap();
+        let k2 = stream_meta(&other, &"a".parse().unwrap());
+        assert!(!k2.starts_with(&streams_namespace(&b)));
+    }
+
+    #[test]
+    fn name_range_respects_prefix_and_start_after() {
+        let ns = basins_namespace();
+        let r = NameRange::new(&ns, b"ab", b"").unwrap();
+        assert_eq!(&r.start[..], b"\x01ab");
+        assert_eq!(&r.end[..], b"\x01ac");
+        let r = NameRange::new(&ns, b"ab", b"abc").unwrap();
+        assert_eq!(&r.start[..], b"\x01abc\x00");
+        // start_after before the prefix does not widen the range.
+        let r = NameRange::new(&ns, b"ab", b"aa").unwrap();
+        assert_eq!(&r.start[..], b"\x01ab");
+        // start_after past every prefixed name empties it.
+        assert!(NameRange::new(&ns, b"ab", b"ac").is_none());
+    }
+}

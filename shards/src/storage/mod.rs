@@ -1,0 +1,194 @@
+//! The storage sidecar: one tokio runtime hosting one SlateDB [`Db`] for the whole server.
+//!
+//! Shard threads never touch SlateDB directly. They call [`Storage`], which spawns the work
+//! onto the sidecar runtime and awaits its join handle; glommio wakes the awaiting task when
+//! the tokio thread completes it. Nothing here blocks a shard thread.
+
+pub mod keys;
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use slatedb::config::Settings;
+use slatedb::object_store::{self, ObjectStore};
+use slatedb::{Db, WriteBatch};
+use tokio::runtime::Handle;
+
+use crate::error::StorageError;
+
+/// Where the object store lives.
+#[derive(Debug, Clone)]
+pub enum StorageLocation {
+    /// Gone when the process exits; the same durable-write path all the same.
+    Memory,
+    /// A local directory; every object write is fsynced with its directory.
+    Local(PathBuf),
+    /// An S3-compatible bucket configured by the standard AWS environment.
+    S3 { bucket: String, path: Option<String> },
+}
+
+/// Prefix of the environment variables that override SlateDB [`Settings`].
+pub const SLATEDB_ENV_PREFIX: &str = "SL8_";
+
+/// How often SlateDB flushes its write-ahead log when `SL8_FLUSH_INTERVAL` is not set. An
+/// append is acknowledged only after the flush that carries it, so this bounds ack latency
+/// from below; SlateDB's own default (100 ms) is tuned for throughput, not streams.
+const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(5);
+
+/// The data directory inside the object store (the bucket's `--path`, if any, goes before it).
+const DB_PATH: &str = "sluice";
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    #[error("slatedb: {0}")]
+    Db(#[from] slatedb::Error),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Owns the sidecar runtime and the database. Lives on the boot thread.
+pub struct Sidecar {
+    runtime: tokio::runtime::Runtime,
+    db: Arc<Db>,
+}
+
+impl Sidecar {
+    pub fn open(location: &StorageLocation, io_threads: usize) -> Result<Sidecar, OpenError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(io_threads.max(1))
+            .thread_name("sluice-io")
+            .enable_all()
+            .build()?;
+        let store = object_store_for(location)?;
+        let path = match location {
+            StorageLocation::S3 {
+                path: Some(prefix), ..
+            } => format!("{}/{DB_PATH}", prefix.trim_matches('/')),
+            _ => DB_PATH.to_owned(),
+        };
+        let defaults = Settings {
+            flush_interval: Some(DEFAULT_FLUSH_INTERVAL),
+            ..Settings::default()
+        };
+        let settings = Settings::from_env_with_default(SLATEDB_ENV_PREFIX, defaults)?;
+        let db = runtime.block_on(async {
+            Db::builder(path, store)
+                .with_settings(settings)
+                .build()
+                .await
+        })?;
+        Ok(Sidecar {
+            runtime,
+            db: Arc::new(db),
+        })
+    }
+
+    /// A handle for shards to submit storage work with.
+    pub fn storage(&self) -> Storage {
+        Storage {
+            db: self.db.clone(),
+            runtime: self.runtime.handle().clone(),
+        }
+    }
+
+    /// A handle on the sidecar runtime, for timers that must be `Send` (hyper's).
+    pub fn runtime(&self) -> Handle {
+        self.runtime.handle().clone()
+    }
+
+    /// Flush and close the database, then stop the runtime.
+    pub fn close(self) -> Result<(), slatedb::Error> {
+        let result = self.runtime.block_on(self.db.close());
+        self.runtime.shutdown_timeout(Duration::from_secs(5));
+        result
+    }
+}
+
+fn object_store_for(location: &StorageLocation) -> Result<Arc<dyn ObjectStore>, OpenError> {
+    Ok(match location {
+        StorageLocation::Memory => Arc::new(object_store::memory::InMemory::new()),
+        StorageLocation::Local(dir) => {
+            std::fs::create_dir_all(dir)?;
+            Arc::new(
+                object_store::local::LocalFileSystem::new_with_prefix(dir)?.with_fsync(true),
+            )
+        }
+        StorageLocation::S3 { bucket, .. } => {
+            let endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
+                .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+                .ok();
+            let mut builder =
+                object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            if let Some(endpoint) = endpoint {
+                // A plain-http endpoint is a deliberate choice (a local S3-compatible server).
+                if endpoint.starts_with("http://") {
+                    builder = builder.with_allow_http(true);
+                }
+                builder = builder.with_endpoint(endpoint);
+            }
+            Arc::new(builder.build()?)
+        }
+    })
+}
+
+/// A cheap, cloneable, `Send` handle on the database, used from shard threads.
+#[derive(Clone)]
+pub struct Storage {
+    db: Arc<Db>,
+    runtime: Handle,
+}
+
+impl Storage {
+    async fn on_sidecar<T, F>(&self, work: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T, StorageError>> + Send + 'static,
+    {
+        self.runtime
+            .spawn(work)
+            .await
+            .map_err(|_| StorageError::SidecarGone)?
+    }
+
+    pub async fn get(&self, key: Bytes) -> Result<Option<Bytes>, StorageError> {
+        let db = self.db.clone();
+        self.on_sidecar(async move { Ok(db.get(&key).await?) }).await
+    }
+
+    /// Up to `limit` key-value pairs in `range`, in key order.
+    pub async fn scan(
+        &self,
+        range: Range<Bytes>,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Bytes)>, StorageError> {
+        let db = self.db.clone();
+        self.on_sidecar(async move {
+            let mut iter = db.scan(range).await?;
+            let mut out = Vec::new();
+            while out.len() < limit {
+                match iter.next().await? {
+                    Some(kv) => out.push((kv.key, kv.value)),
+                    None => break,
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Apply `batch` atomically and return once it is durable in the object store.
+    pub async fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        let db = self.db.clone();
+        self.on_sidecar(async move {
+            let handle = db.write(batch).await?;
+            handle.await_durable().await?;
+            Ok(())
+        })
+        .await
+    }
+}

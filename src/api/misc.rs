@@ -1,0 +1,160 @@
+//! `/health`, `/ping`, `/metrics`, and the account endpoints that are parsed and then
+//! answered 501 (access tokens, usage metrics, locations), as the reference does.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use sluice_shards::names::{BasinName, StreamName};
+use sluice_shards::Shard;
+
+use super::{full, ApiError, ApiResult, Body};
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut resp = Response::new(full(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+pub async fn health(shard: &Rc<Shard>) -> Response<Body> {
+    match shard.health().await {
+        Ok(()) => text(StatusCode::OK, "text/plain", "OK".to_owned()),
+        Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("{e:?}")),
+    }
+}
+
+/// Prometheus text exposition of process-level figures.
+pub fn prometheus(shard: &Rc<Shard>) -> Response<Body> {
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, value: u64| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"));
+    };
+    gauge("sluice_shards", "Number of shards.", shard.shard_count() as u64);
+    if let Some(rss) = resident_bytes() {
+        gauge("process_resident_memory_bytes", "Resident memory size in bytes.", rss);
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        gauge("process_open_fds", "Number of open file descriptors.", fds.count() as u64);
+    }
+    text(StatusCode::OK, "text/plain; version=0.0.4", out)
+}
+
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+#[derive(Deserialize)]
+struct AccessTokenListQuery {
+    #[serde(default)]
+    #[allow(dead_code)] // parsed for validation only until access tokens exist
+    prefix: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    start_after: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    limit: Option<usize>,
+}
+
+pub fn list_access_tokens(req: &Request<Incoming>) -> ApiResult<Response<Body>> {
+    let _: AccessTokenListQuery = super::query(req.uri().query())?;
+    Err(ApiError::NotImplemented)
+}
+
+pub async fn issue_access_token(req: Request<Incoming>) -> ApiResult<Response<Body>> {
+    let (_, body) = super::json_body(req).await?;
+    let _: serde_json::Map<String, serde_json::Value> = super::wire::parse(&body)?;
+    Err(ApiError::NotImplemented)
+}
+
+pub fn revoke_access_token(raw: &str) -> ApiResult<Response<Body>> {
+    let id = super::path_segment(raw)?;
+    if id.is_empty() || id.len() > 96 {
+        return Err(ApiError::BadPath(
+            "Invalid URL: access token id must be 1 to 96 bytes".to_owned(),
+        ));
+    }
+    Err(ApiError::NotImplemented)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Interval {
+    Minute,
+    Hour,
+    Day,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)] // parsed for validation only until usage metrics exist
+struct MetricsQuery<S> {
+    set: S,
+    #[serde(default)]
+    start: Option<u32>,
+    #[serde(default)]
+    end: Option<u32>,
+    #[serde(default)]
+    interval: Option<Interval>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum AccountSet {
+    ActiveBasins,
+    AccountOps,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum BasinSet {
+    Storage,
+    AppendOps,
+    ReadOps,
+    ReadThroughput,
+    AppendThroughput,
+    BasinOps,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum StreamSet {
+    Storage,
+}
+
+pub fn account_metrics(req: &Request<Incoming>) -> ApiResult<Response<Body>> {
+    let _: MetricsQuery<AccountSet> = super::query(req.uri().query())?;
+    Err(ApiError::NotImplemented)
+}
+
+fn metrics_basin(raw: &str) -> ApiResult<BasinName> {
+    super::path_segment(raw)?
+        .parse()
+        .map_err(|e| ApiError::BadPath(format!("Invalid URL: {e}")))
+}
+
+pub fn basin_metrics(basin: &str, req: &Request<Incoming>) -> ApiResult<Response<Body>> {
+    metrics_basin(basin)?;
+    let _: MetricsQuery<BasinSet> = super::query(req.uri().query())?;
+    Err(ApiError::NotImplemented)
+}
+
+pub fn stream_metrics(basin: &str, stream: &str, req: &Request<Incoming>) -> ApiResult<Response<Body>> {
+    metrics_basin(basin)?;
+    super::path_segment(stream)?
+        .parse::<StreamName>()
+        .map_err(|e| ApiError::BadPath(format!("Invalid URL: {e}")))?;
+    let _: MetricsQuery<StreamSet> = super::query(req.uri().query())?;
+    Err(ApiError::NotImplemented)
+}
+
+pub async fn set_default_location(req: Request<Incoming>) -> ApiResult<Response<Body>> {
+    let (_, body) = super::json_body(req).await?;
+    let _: String = super::wire::parse(&body)?;
+    Err(ApiError::NotImplemented)
+}

@@ -1,0 +1,274 @@
+//! The HTTP API: routing, request extraction in the reference's order (`S2-Basin`, path,
+//! query, other headers, body), and responses. Handlers call the engine through the shard
+//! the connection landed on; the engine relays stream work to the owning shard.
+
+mod basins;
+mod body;
+mod error;
+mod headers;
+mod misc;
+mod streams;
+mod wire;
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use percent_encoding::percent_decode_str;
+use sluice_shards::catalogue::{list_limit, ListRequest, Provision};
+use sluice_shards::names::FilterKind;
+use sluice_shards::Shard;
+
+pub use error::{ApiError, ApiResult};
+
+/// Response body type: any body that lives on one shard.
+pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+pub fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// Settings of the API layer, shared by all shards.
+#[derive(Debug, Clone)]
+pub struct ApiContext {
+    pub cors: bool,
+}
+
+pub async fn handle(ctx: &ApiContext, shard: &Rc<Shard>, req: Request<Incoming>) -> Response<Body> {
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    if ctx.cors && req.method() == Method::OPTIONS {
+        if let Some(method) = req.headers().get(header::ACCESS_CONTROL_REQUEST_METHOD) {
+            return preflight(origin, method.clone(), req.headers());
+        }
+    }
+    let mut resp = route(shard, req)
+        .await
+        .unwrap_or_else(ApiError::into_response);
+    if ctx.cors {
+        allow_origin(resp.headers_mut(), origin);
+    }
+    resp
+}
+
+/// Permissive CORS: mirror the origin and allow credentials.
+fn allow_origin(headers: &mut HeaderMap, origin: Option<HeaderValue>) {
+    if let Some(origin) = origin {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+        headers.append(header::VARY, HeaderValue::from_static("origin"));
+    }
+}
+
+/// Answer a CORS preflight by allowing whatever method and headers it asks for.
+fn preflight(origin: Option<HeaderValue>, method: HeaderValue, req: &HeaderMap) -> Response<Body> {
+    let mut resp = Response::new(full(Bytes::new()));
+    let h = resp.headers_mut();
+    allow_origin(h, origin);
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, method);
+    if let Some(asked) = req.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
+    }
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    resp
+}
+
+async fn route(shard: &Rc<Shard>, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+    let path = req.uri().path().to_owned();
+    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(&path).split('/').collect();
+    let method = req.method().clone();
+    let not_allowed = |allow: &'static str| ApiError::MethodNotAllowed {
+        method: method.clone(),
+        path: path.clone(),
+        allow,
+    };
+    match segments.as_slice() {
+        ["health"] | ["ping"] => match method {
+            Method::GET | Method::HEAD => Ok(misc::health(shard).await),
+            _ => Err(not_allowed("GET")),
+        },
+        ["metrics"] => match method {
+            Method::GET => Ok(misc::prometheus(shard)),
+            _ => Err(not_allowed("GET")),
+        },
+        ["v1", "basins"] => match method {
+            Method::GET => basins::list(shard, req).await,
+            Method::POST => basins::create(shard, req).await,
+            _ => Err(not_allowed("GET, POST")),
+        },
+        ["v1", "basins", name] => {
+            let name = *name;
+            match method {
+                Method::GET => basins::get_config(shard, name, req).await,
+                Method::PUT => basins::ensure(shard, name, req).await,
+                Method::PATCH => basins::reconfigure(shard, name, req).await,
+                Method::DELETE => basins::delete(shard, name).await,
+                _ => Err(not_allowed("GET, PUT, PATCH, DELETE")),
+            }
+        }
+        ["v1", "streams"] => match method {
+            Method::GET => streams::list(shard, req).await,
+            Method::POST => streams::create(shard, req).await,
+            _ => Err(not_allowed("GET, POST")),
+        },
+        ["v1", "streams", name] => {
+            let name = *name;
+            match method {
+                Method::GET => streams::get_config(shard, name, req).await,
+                Method::PUT => streams::ensure(shard, name, req).await,
+                Method::PATCH => streams::reconfigure(shard, name, req).await,
+                Method::DELETE => streams::delete(shard, name, req).await,
+                _ => Err(not_allowed("GET, PUT, PATCH, DELETE")),
+            }
+        }
+        ["v1", "streams", _, "records"] => match method {
+            Method::GET | Method::POST => Err(ApiError::NotImplemented),
+            _ => Err(not_allowed("GET, POST")),
+        },
+        ["v1", "streams", _, "records", "tail"] => match method {
+            Method::GET => Err(ApiError::NotImplemented),
+            _ => Err(not_allowed("GET")),
+        },
+        ["v1", "access-tokens"] => match method {
+            Method::GET => misc::list_access_tokens(&req),
+            Method::POST => misc::issue_access_token(req).await,
+            _ => Err(not_allowed("GET, POST")),
+        },
+        ["v1", "access-tokens", id] => match method {
+            Method::DELETE => misc::revoke_access_token(id),
+            _ => Err(not_allowed("DELETE")),
+        },
+        ["v1", "metrics"] => match method {
+            Method::GET => misc::account_metrics(&req),
+            _ => Err(not_allowed("GET")),
+        },
+        ["v1", "metrics", basin] => match method {
+            Method::GET => misc::basin_metrics(basin, &req),
+            _ => Err(not_allowed("GET")),
+        },
+        ["v1", "metrics", basin, stream] => match method {
+            Method::GET => misc::stream_metrics(basin, stream, &req),
+            _ => Err(not_allowed("GET")),
+        },
+        ["v1", "locations"] => match method {
+            Method::GET => Err(ApiError::NotImplemented),
+            _ => Err(not_allowed("GET")),
+        },
+        ["v1", "locations", "default"] => match method {
+            Method::GET => Err(ApiError::NotImplemented),
+            Method::PUT => misc::set_default_location(req).await,
+            _ => Err(not_allowed("GET, PUT")),
+        },
+        _ => Err(ApiError::NoRoute { method, path }),
+    }
+}
+
+/// Percent-decode one raw path segment. `%2F` stays inside the segment.
+fn path_segment(raw: &str) -> ApiResult<String> {
+    percent_decode_str(raw)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| ApiError::BadPath("path segment is not valid UTF-8".to_owned()))
+}
+
+/// The list query of API §2.3, with names checked by `parse_filter`.
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default)]
+    start_after: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+fn query<T: serde::de::DeserializeOwned>(req_query: Option<&str>) -> ApiResult<T> {
+    serde_urlencoded::from_str(req_query.unwrap_or(""))
+        .map_err(|e| ApiError::BadQuery(format!("Failed to deserialize query string: {e}")))
+}
+
+fn list_request<F>(
+    raw: Option<&str>,
+    parse_filter: impl Fn(&str, FilterKind) -> Result<F, sluice_shards::names::NameError>,
+) -> ApiResult<ListRequest<F>> {
+    let q: ListQuery = query(raw)?;
+    let filter = |v: Option<String>, kind| {
+        parse_filter(v.as_deref().unwrap_or(""), kind).map_err(|e| {
+            ApiError::BadQuery(format!("Failed to deserialize query string: {e}"))
+        })
+    };
+    Ok(ListRequest {
+        prefix: filter(q.prefix, FilterKind::Prefix)?,
+        start_after: filter(q.start_after, FilterKind::StartAfter)?,
+        limit: list_limit(q.limit),
+    })
+}
+
+/// A JSON response, compressed per the request's `Accept-Encoding` when large.
+fn json(
+    request_headers: &HeaderMap,
+    status: StatusCode,
+    value: &serde_json::Value,
+    provision: Option<Provision>,
+) -> Response<Body> {
+    let mut resp = Response::new(());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(p) = provision {
+        let v = match p {
+            Provision::Created => "created",
+            Provision::Updated => "updated",
+            Provision::Noop => "noop",
+        };
+        resp.headers_mut()
+            .insert("s2-provision-result", HeaderValue::from_static(v));
+    }
+    body::respond(request_headers, resp, Bytes::from(value.to_string()))
+}
+
+/// 201 for a creation (or its idempotent replay), 200 for an update or no-op of an ensure.
+fn provision_status(p: Provision, replay_is_created: bool) -> StatusCode {
+    match p {
+        Provision::Created => StatusCode::CREATED,
+        Provision::Noop if replay_is_created => StatusCode::CREATED,
+        Provision::Updated | Provision::Noop => StatusCode::OK,
+    }
+}
+
+fn accepted() -> Response<Body> {
+    let mut resp = Response::new(full(Bytes::new()));
+    *resp.status_mut() = StatusCode::ACCEPTED;
+    resp
+}
+
+/// The body of a request that may carry optional JSON: absent without a content type, or
+/// when empty; otherwise it must be declared JSON.
+async fn optional_json_body(req: Request<Incoming>) -> ApiResult<Option<Bytes>> {
+    let (parts, incoming) = req.into_parts();
+    match headers::content_is_json(&parts.headers) {
+        None => Ok(None),
+        Some(false) => Err(ApiError::json_content_type_required()),
+        Some(true) => {
+            let bytes = body::read(&parts.headers, incoming, body::CONTROL_BODY_MAX_BYTES).await?;
+            Ok((!bytes.is_empty()).then_some(bytes))
+        }
+    }
+}
+
+/// The body of a request that must carry JSON.
+async fn json_body(req: Request<Incoming>) -> ApiResult<(http::request::Parts, Bytes)> {
+    let (parts, incoming) = req.into_parts();
+    if headers::content_is_json(&parts.headers) != Some(true) {
+        return Err(ApiError::json_content_type_required());
+    }
+    let bytes = body::read(&parts.headers, incoming, body::CONTROL_BODY_MAX_BYTES).await?;
+    Ok((parts, bytes))
+}

@@ -1,0 +1,136 @@
+//! Boot and shutdown: open storage, reserve the port, start the shards, wait for a signal,
+//! drain, close storage.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use sluice_shards::executors::spawn_shards;
+use sluice_shards::storage::Sidecar;
+use sluice_shards::EngineOptions;
+use tracing::{info, warn};
+
+use crate::api::ApiContext;
+use crate::cli::Cli;
+use crate::front::{self, tls, FrontConfig};
+
+/// How long shards may take to bind the port before boot gives up.
+const BIND_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    abort_on_panic();
+    raise_fd_limit();
+    let shard_count = cli.shard_count();
+    let tls = if cli.tls_self {
+        Some(tls::self_signed()?)
+    } else if let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
+        Some(tls::from_pem_files(cert, key)?)
+    } else {
+        None
+    };
+
+    let location = cli.storage_location();
+    info!(?location, shard_count, "opening storage");
+    let sidecar = Sidecar::open(&location, cli.io_threads).context("opening storage")?;
+
+    let requested: SocketAddr = (cli.host.as_str(), cli.port)
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {}:{}", cli.host, cli.port))?
+        .next()
+        .ok_or_else(|| anyhow!("no address for {}", cli.host))?;
+    // Port 0: hold a bound, non-listening SO_REUSEPORT socket so every shard binds the same
+    // ephemeral port; it takes no connections and is dropped once the shards listen.
+    let (addr, reservation) = reserve_port(requested)?;
+
+    let front = Arc::new(FrontConfig {
+        addr,
+        tls,
+        api: ApiContext { cors: !cli.no_cors },
+        timers: sidecar.runtime(),
+    });
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded(shard_count);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let options = EngineOptions {
+        deletion_delay: cli.deletion_delay(),
+    };
+    let handles = spawn_shards(shard_count, sidecar.storage(), options, move |shard| {
+        front::run(shard, front.clone(), ready_tx.clone(), stop_rx.clone())
+    })?;
+    for _ in 0..shard_count {
+        match ready_rx.recv_timeout(BIND_TIMEOUT) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => bail!("binding {addr}: {e}"),
+            Err(_) => bail!("shards did not start within {BIND_TIMEOUT:?}"),
+        }
+    }
+    drop(reservation);
+
+    let scheme = if cli.tls_enabled() { "https" } else { "http" };
+    let shown = if addr.ip().is_unspecified() {
+        format!("{scheme}://localhost:{}", addr.port())
+    } else {
+        format!("{scheme}://{addr}")
+    };
+    info!(%addr, shard_count, "sluice is listening");
+    println!("export S2_ACCOUNT_ENDPOINT={shown}");
+    println!("export S2_BASIN_ENDPOINT={shown}");
+    println!("export S2_ACCESS_TOKEN=ignored");
+    if cli.tls_self {
+        println!("export S2_SSL_NO_VERIFY=1");
+    }
+
+    wait_for_signal()?;
+    info!("shutting down: draining connections");
+    let _ = stop_tx.send(true);
+    for handle in handles {
+        if let Err(e) = handle.join() {
+            warn!(error = %e, "shard ended with an error");
+        }
+    }
+    sidecar.close().context("closing storage")?;
+    info!("stopped");
+    Ok(())
+}
+
+fn reserve_port(requested: SocketAddr) -> anyhow::Result<(SocketAddr, Option<socket2::Socket>)> {
+    if requested.port() != 0 {
+        return Ok((requested, None));
+    }
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(requested),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&requested.into())?;
+    let bound = socket
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| anyhow!("reserved address is not an IP socket"))?;
+    Ok((bound, Some(socket)))
+}
+
+fn wait_for_signal() -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    signals.forever().next();
+    Ok(())
+}
+
+/// A shard that panics must not leave the process half alive: report and abort.
+fn abort_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        std::process::abort();
+    }));
+}
+
+/// Each connection and each tailing reader holds a descriptor: allow as many as permitted.
+fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => info!(limit = n, "open file limit"),
+        Err(e) => warn!(error = %e, "could not raise the open file limit"),
+    }
+}

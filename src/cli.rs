@@ -1,0 +1,88 @@
+//! The command line. Every flag can also be set from the environment.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use sluice_shards::storage::StorageLocation;
+
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about = "A thread-per-core server for the S2 durable streams API")]
+pub struct Cli {
+    /// Address to listen on.
+    #[arg(long, env = "SLUICE_HOST", default_value = "0.0.0.0")]
+    pub host: String,
+
+    /// Port to listen on (0 picks a free one). Default: 8080.
+    #[arg(long, env = "SLUICE_PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Number of shards, one per core. Default: the cores this process may use.
+    #[arg(long, env = "SLUICE_SHARDS")]
+    pub shards: Option<usize>,
+
+    /// Threads of the storage runtime (SlateDB and object-store I/O).
+    #[arg(long, env = "SLUICE_IO_THREADS", default_value_t = 2)]
+    pub io_threads: usize,
+
+    /// Keep data in this local directory (fsynced) instead of in memory.
+    #[arg(long, env = "SLUICE_LOCAL_ROOT", conflicts_with = "bucket")]
+    pub local_root: Option<PathBuf>,
+
+    /// Keep data in this S3-compatible bucket (endpoint, region and keys from the standard
+    /// AWS environment variables).
+    #[arg(long, env = "SLUICE_BUCKET")]
+    pub bucket: Option<String>,
+
+    /// Path prefix inside the bucket.
+    #[arg(long, env = "SLUICE_PATH", requires = "bucket")]
+    pub path: Option<String>,
+
+    /// Serve TLS with a self-signed certificate for localhost.
+    #[arg(long, env = "SLUICE_TLS_SELF", conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub tls_self: bool,
+
+    /// PEM certificate chain to serve TLS with.
+    #[arg(long, env = "SLUICE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "SLUICE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Do not send permissive CORS headers.
+    #[arg(long, env = "SLUICE_NO_CORS")]
+    pub no_cors: bool,
+
+    /// How long a deleted basin or stream is reported as "deletion pending" before it is
+    /// removed in the background, in milliseconds.
+    #[arg(long, env = "SLUICE_DELETION_DELAY_MS", default_value_t = 2000)]
+    pub deletion_delay_ms: u64,
+}
+
+impl Cli {
+    pub fn storage_location(&self) -> StorageLocation {
+        match (&self.local_root, &self.bucket) {
+            (Some(dir), _) => StorageLocation::Local(dir.clone()),
+            (None, Some(bucket)) => StorageLocation::S3 {
+                bucket: bucket.clone(),
+                path: self.path.clone(),
+            },
+            (None, None) => StorageLocation::Memory,
+        }
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shards
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    pub fn deletion_delay(&self) -> Duration {
+        Duration::from_millis(self.deletion_delay_ms)
+    }
+
+    pub fn tls_enabled(&self) -> bool {
+        self.tls_self || self.tls_cert.is_some()
+    }
+}

@@ -1,0 +1,199 @@
+//! The front acceptor: every shard listens on the shared port (SO_REUSEPORT), accepts,
+//! optionally terminates TLS, and serves HTTP/1.1 and HTTP/2 with hyper. Requests are
+//! handled on the accepting shard; the engine relays stream work to the owning shard.
+
+pub mod io;
+pub mod tls;
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::{select, Either};
+use glommio::net::{TcpListener, TcpStream};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::conn::auto;
+use sluice_shards::Shard;
+use tokio::sync::watch;
+use tokio_util::compat::FuturesAsyncReadCompatExt;
+use tracing::{debug, info, warn};
+
+use crate::api::{self, ApiContext};
+use io::{Guarded, LocalExec, SidecarTimer};
+
+/// A client must finish sending request headers within this long (slowloris bound), and a
+/// new connection must produce its first request within it.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A TLS handshake must finish within this long.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Open connections per shard; past it new connections are closed at once.
+pub const CONNECTIONS_PER_SHARD_MAX: usize = 16_384;
+/// Request header bytes (HTTP/1.1 read buffer, HTTP/2 header list) before 431.
+pub const HEADER_BYTES_MAX: usize = 64 * 1024;
+/// Request headers per HTTP/1.1 request before 431.
+pub const HEADERS_COUNT_MAX: usize = 100;
+/// Concurrent HTTP/2 streams per connection.
+pub const H2_CONCURRENT_STREAMS_MAX: u32 = 256;
+/// On shutdown, in-flight requests get this long to finish.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 keep-alive: ping an idle peer this often and drop it if no answer comes.
+const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What every shard's front end needs; built once at boot.
+pub struct FrontConfig {
+    pub addr: SocketAddr,
+    pub tls: Option<Arc<futures_rustls::rustls::ServerConfig>>,
+    pub api: ApiContext,
+    pub timers: tokio::runtime::Handle,
+}
+
+/// Bind, report readiness, serve until `shutdown` flips, then drain.
+pub async fn run(
+    shard: Rc<Shard>,
+    config: Arc<FrontConfig>,
+    ready: crossbeam_channel::Sender<std::io::Result<()>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let listener = match TcpListener::bind(config.addr) {
+        Ok(l) => {
+            let _ = ready.send(Ok(()));
+            l
+        }
+        Err(e) => {
+            let _ = ready.send(Err(std::io::Error::other(e.to_string())));
+            return;
+        }
+    };
+    let open = Rc::new(Cell::new(0usize));
+    let builder = Rc::new(http_builder(&config));
+    loop {
+        let accepted = {
+            let stop = Box::pin(shutdown.wait_for(|stop| *stop));
+            match select(Box::pin(listener.accept()), stop).await {
+                Either::Left((accepted, _)) => accepted,
+                Either::Right(_) => break,
+            }
+        };
+        let stream = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                // Typically EMFILE: back off briefly rather than spin.
+                warn!(error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if open.get() >= CONNECTIONS_PER_SHARD_MAX {
+            debug!("connection limit reached; closing new connection");
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        open.set(open.get() + 1);
+        let guard = OpenGuard(open.clone());
+        let (shard, config, builder, shutdown) =
+            (shard.clone(), config.clone(), builder.clone(), shutdown.clone());
+        glommio::spawn_local(async move {
+            let _guard = guard;
+            serve_connection(stream, shard, config, builder, shutdown).await;
+        })
+        .detach();
+    }
+    drop(listener);
+    info!(shard = shard.id(), open = open.get(), "draining connections");
+    let deadline = std::time::Instant::now() + DRAIN_TIMEOUT;
+    while open.get() > 0 && std::time::Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+struct OpenGuard(Rc<Cell<usize>>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
+fn http_builder(config: &FrontConfig) -> auto::Builder<LocalExec> {
+    let mut builder = auto::Builder::new(LocalExec);
+    let timer = SidecarTimer(config.timers.clone());
+    builder
+        .http1()
+        .timer(timer.clone())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(HEADER_BYTES_MAX)
+        .max_headers(HEADERS_COUNT_MAX);
+    builder
+        .http2()
+        .timer(timer)
+        .max_concurrent_streams(H2_CONCURRENT_STREAMS_MAX)
+        .max_header_list_size(HEADER_BYTES_MAX as u32)
+        .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
+    builder
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    shard: Rc<Shard>,
+    config: Arc<FrontConfig>,
+    builder: Rc<auto::Builder<LocalExec>>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let seen: io::FirstRequestSeen = Rc::new(Cell::new(false));
+    match &config.tls {
+        None => {
+            let io = Guarded::new(stream, HEADER_READ_TIMEOUT, seen.clone());
+            serve_http(io, shard, config.clone(), &builder, shutdown, seen).await
+        }
+        Some(tls) => {
+            let acceptor = futures_rustls::TlsAcceptor::from(tls.clone());
+            let handshake = Box::pin(acceptor.accept(stream));
+            let timeout = Box::pin(glommio::timer::sleep(TLS_HANDSHAKE_TIMEOUT));
+            let tls_stream = match select(handshake, timeout).await {
+                Either::Left((Ok(s), _)) => s,
+                Either::Left((Err(e), _)) => {
+                    debug!(error = %e, "TLS handshake failed");
+                    return;
+                }
+                Either::Right(_) => return,
+            };
+            let io = Guarded::new(tls_stream, HEADER_READ_TIMEOUT, seen.clone());
+            serve_http(io, shard, config.clone(), &builder, shutdown, seen).await
+        }
+    }
+}
+
+async fn serve_http<S>(
+    io: Guarded<S>,
+    shard: Rc<Shard>,
+    config: Arc<FrontConfig>,
+    builder: &auto::Builder<LocalExec>,
+    mut shutdown: watch::Receiver<bool>,
+    seen: io::FirstRequestSeen,
+) where
+    S: futures::AsyncRead + futures::AsyncWrite + Unpin + 'static,
+{
+    let service = service_fn(move |req| {
+        seen.set(true);
+        let (shard, config) = (shard.clone(), config.clone());
+        async move { Ok::<_, std::convert::Infallible>(api::handle(&config.api, &shard, req).await) }
+    });
+    let conn = builder.serve_connection(TokioIo::new(io.compat()), service);
+    let mut conn = std::pin::pin!(conn);
+    let stop = Box::pin(shutdown.wait_for(|stop| *stop));
+    let result = match select(conn.as_mut(), stop).await {
+        Either::Left((result, _)) => result,
+        Either::Right(_) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        debug!(error = %e, "connection ended with an error");
+    }
+}

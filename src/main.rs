@@ -1,0 +1,20 @@
+//! Sluice: a thread-per-core server for the S2 durable streams API.
+
+mod api;
+mod boot;
+mod cli;
+mod front;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = boot::run(cli::Cli::parse()) {
+        eprintln!("sluice: {e:#}");
+        std::process::exit(1);
+    }
+}
