@@ -77,7 +77,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     println!("export S2_BASIN_ENDPOINT={shown}");
     println!("export S2_ACCESS_TOKEN=ignored");
     if cli.tls_self {
-        println!("export S2_SSL_NO_VERIFY=1");
+        println!("export S2_SSL_NO_VERIFY=true");
     }
 
     wait_for_signal()?;

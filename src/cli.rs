@@ -7,7 +7,11 @@ use clap::Parser;
 use sluice_shards::storage::StorageLocation;
 
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about = "A thread-per-core server for the S2 durable streams API")]
+#[command(
+    name = "sluice",
+    version,
+    about = "A thread-per-core server for the S2 durable streams API"
+)]
 pub struct Cli {
     /// Address to listen on.
     #[arg(long, env = "SLUICE_HOST", default_value = "0.0.0.0")]

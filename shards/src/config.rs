@@ -29,9 +29,10 @@ pub enum TimestampingMode {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
 pub enum Cipher {
+    #[serde(rename = "aegis-256")]
     Aegis256,
+    #[serde(rename = "aes-256-gcm")]
     Aes256Gcm,
 }
 
@@ -86,7 +87,9 @@ impl StreamConfigSpec {
     pub fn reconfigure(&mut self, patch: &StreamReconfiguration) {
         patch.storage_class.apply_to(&mut self.storage_class);
         patch.retention_policy.apply_to(&mut self.retention_policy);
-        patch.timestamping_mode.apply_to(&mut self.timestamping_mode);
+        patch
+            .timestamping_mode
+            .apply_to(&mut self.timestamping_mode);
         patch
             .timestamping_uncapped
             .apply_to(&mut self.timestamping_uncapped);
@@ -109,7 +112,11 @@ pub struct StreamConfig {
 
 impl StreamConfig {
     /// Apply a patch: a cleared field falls back to the basin default, else the global one.
-    pub fn reconfigure(&mut self, patch: &StreamReconfiguration, basin_defaults: &StreamConfigSpec) {
+    pub fn reconfigure(
+        &mut self,
+        patch: &StreamReconfiguration,
+        basin_defaults: &StreamConfigSpec,
+    ) {
         let mut spec = StreamConfigSpec {
             storage_class: Some(self.storage_class.clone()),
             retention_policy: Some(self.retention_policy),

@@ -188,7 +188,9 @@ impl StreamFilter {
     pub fn parse(s: &str, kind: FilterKind) -> Result<Self, NameError> {
         let what = kind.label();
         if s.contains('\0') {
-            return Err(NameError(format!("stream {what} must not contain NUL bytes")));
+            return Err(NameError(format!(
+                "stream {what} must not contain NUL bytes"
+            )));
         }
         if s.len() > STREAM_NAME_MAX_BYTES {
             return Err(NameError(format!(

@@ -8,7 +8,9 @@ use serde_json::json;
 use sluice_shards::names::{BasinFilter, BasinName};
 use sluice_shards::Shard;
 
-use super::wire::{self, BasinConfigJson, BasinReconfigurationJson, CreateBasinRequest, EnsureBasinRequest};
+use super::wire::{
+    self, BasinConfigJson, BasinReconfigurationJson, CreateBasinRequest, EnsureBasinRequest,
+};
 use super::{headers, ApiError, ApiResult, Body};
 
 fn basin_from_path(raw: &str) -> ApiResult<BasinName> {
@@ -43,7 +45,11 @@ pub async fn create(shard: &Rc<Shard>, req: Request<Incoming>) -> ApiResult<Resp
     ))
 }
 
-pub async fn ensure(shard: &Rc<Shard>, raw: &str, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+pub async fn ensure(
+    shard: &Rc<Shard>,
+    raw: &str,
+    req: Request<Incoming>,
+) -> ApiResult<Response<Body>> {
     let basin = basin_from_path(raw)?;
     let headers = req.headers().clone();
     let request: EnsureBasinRequest = match super::optional_json_body(req).await? {
@@ -63,7 +69,11 @@ pub async fn ensure(shard: &Rc<Shard>, raw: &str, req: Request<Incoming>) -> Api
     ))
 }
 
-pub async fn get_config(shard: &Rc<Shard>, raw: &str, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+pub async fn get_config(
+    shard: &Rc<Shard>,
+    raw: &str,
+    req: Request<Incoming>,
+) -> ApiResult<Response<Body>> {
     let basin = basin_from_path(raw)?;
     let config = shard.basin_config(&basin).await?;
     Ok(super::json(
@@ -74,7 +84,11 @@ pub async fn get_config(shard: &Rc<Shard>, raw: &str, req: Request<Incoming>) ->
     ))
 }
 
-pub async fn reconfigure(shard: &Rc<Shard>, raw: &str, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+pub async fn reconfigure(
+    shard: &Rc<Shard>,
+    raw: &str,
+    req: Request<Incoming>,
+) -> ApiResult<Response<Body>> {
     let basin = basin_from_path(raw)?;
     let (parts, body) = super::json_body(req).await?;
     let patch = wire::parse::<BasinReconfigurationJson>(&body)?.validate()?;

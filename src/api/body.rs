@@ -137,10 +137,12 @@ pub fn respond(
     let (bytes, name) = match coding {
         Coding::Identity => (bytes, None),
         Coding::Gzip => {
-            let mut enc =
-                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
             std::io::Write::write_all(&mut enc, &bytes).expect("writing to memory");
-            (Bytes::from(enc.finish().expect("writing to memory")), Some("gzip"))
+            (
+                Bytes::from(enc.finish().expect("writing to memory")),
+                Some("gzip"),
+            )
         }
         Coding::Zstd => (
             Bytes::from(zstd::encode_all(&bytes[..], 1).expect("writing to memory")),
@@ -178,8 +180,8 @@ mod tests {
     fn bombs_are_cut_off() {
         let zeros = vec![0u8; 10 * 1024 * 1024];
         let packed = zstd::encode_all(&zeros[..], 3).unwrap();
-        let err = inflate(zstd::stream::read::Decoder::new(&packed[..]).unwrap(), 1024)
-            .unwrap_err();
+        let err =
+            inflate(zstd::stream::read::Decoder::new(&packed[..]).unwrap(), 1024).unwrap_err();
         assert!(matches!(err, ApiError::PayloadTooLarge { .. }));
     }
 }

@@ -48,9 +48,7 @@ pub fn content_is_json(headers: &HeaderMap) -> Option<bool> {
 pub fn basin(headers: &HeaderMap) -> ApiResult<BasinName> {
     const NAME: &str = "s2-basin";
     let value = text(headers, NAME)?.ok_or_else(|| ApiError::missing_header(NAME))?;
-    value
-        .parse()
-        .map_err(|e| ApiError::invalid_header(NAME, e))
+    value.parse().map_err(|e| ApiError::invalid_header(NAME, e))
 }
 
 pub fn request_token(headers: &HeaderMap) -> ApiResult<Option<RequestToken>> {
@@ -66,7 +64,9 @@ mod tests {
 
     #[test]
     fn media_types() {
-        assert!(is_json(&first_media_type("application/json; charset=utf-8")));
+        assert!(is_json(&first_media_type(
+            "application/json; charset=utf-8"
+        )));
         assert!(is_json(&first_media_type("Application/JSON")));
         assert!(is_json(&first_media_type("application/merge-patch+json")));
         assert!(!is_json(&first_media_type("text/plain, application/json")));

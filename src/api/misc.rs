@@ -23,7 +23,11 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 pub async fn health(shard: &Rc<Shard>) -> Response<Body> {
     match shard.health().await {
         Ok(()) => text(StatusCode::OK, "text/plain", "OK".to_owned()),
-        Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("{e:?}")),
+        Err(e) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            format!("{e:?}"),
+        ),
     }
 }
 
@@ -31,14 +35,28 @@ pub async fn health(shard: &Rc<Shard>) -> Response<Body> {
 pub fn prometheus(shard: &Rc<Shard>) -> Response<Body> {
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, value: u64| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"));
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+        ));
     };
-    gauge("sluice_shards", "Number of shards.", shard.shard_count() as u64);
+    gauge(
+        "sluice_shards",
+        "Number of shards.",
+        shard.shard_count() as u64,
+    );
     if let Some(rss) = resident_bytes() {
-        gauge("process_resident_memory_bytes", "Resident memory size in bytes.", rss);
+        gauge(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            rss,
+        );
     }
     if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-        gauge("process_open_fds", "Number of open file descriptors.", fds.count() as u64);
+        gauge(
+            "process_open_fds",
+            "Number of open file descriptors.",
+            fds.count() as u64,
+        );
     }
     text(StatusCode::OK, "text/plain; version=0.0.4", out)
 }
@@ -67,9 +85,21 @@ pub fn list_access_tokens(req: &Request<Incoming>) -> ApiResult<Response<Body>> 
     Err(ApiError::NotImplemented)
 }
 
+/// IssueAccessTokenRequest, checked for shape only until access tokens exist.
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct IssueAccessTokenRequest {
+    id: String,
+    #[serde(default)]
+    expires_at: Option<String>,
+    #[serde(default)]
+    auto_prefix_streams: bool,
+    scope: serde_json::Map<String, serde_json::Value>,
+}
+
 pub async fn issue_access_token(req: Request<Incoming>) -> ApiResult<Response<Body>> {
     let (_, body) = super::json_body(req).await?;
-    let _: serde_json::Map<String, serde_json::Value> = super::wire::parse(&body)?;
+    let _: IssueAccessTokenRequest = super::wire::parse(&body)?;
     Err(ApiError::NotImplemented)
 }
 
@@ -144,7 +174,11 @@ pub fn basin_metrics(basin: &str, req: &Request<Incoming>) -> ApiResult<Response
     Err(ApiError::NotImplemented)
 }
 
-pub fn stream_metrics(basin: &str, stream: &str, req: &Request<Incoming>) -> ApiResult<Response<Body>> {
+pub fn stream_metrics(
+    basin: &str,
+    stream: &str,
+    req: &Request<Incoming>,
+) -> ApiResult<Response<Body>> {
     metrics_basin(basin)?;
     super::path_segment(stream)?
         .parse::<StreamName>()

@@ -28,7 +28,9 @@ pub use error::{ApiError, ApiResult};
 pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
 pub fn full(bytes: Bytes) -> Body {
-    Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// Settings of the API layer, shared by all shards.
@@ -74,7 +76,10 @@ fn preflight(origin: Option<HeaderValue>, method: HeaderValue, req: &HeaderMap) 
     if let Some(asked) = req.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
         h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
     }
-    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
     resp
 }
 
@@ -188,7 +193,8 @@ struct ListQuery {
 }
 
 fn query<T: serde::de::DeserializeOwned>(req_query: Option<&str>) -> ApiResult<T> {
-    serde_urlencoded::from_str(req_query.unwrap_or(""))
+    let pairs = form_urlencoded::parse(req_query.unwrap_or("").as_bytes());
+    serde_path_to_error::deserialize(serde_urlencoded::Deserializer::new(pairs))
         .map_err(|e| ApiError::BadQuery(format!("Failed to deserialize query string: {e}")))
 }
 
@@ -197,14 +203,14 @@ fn list_request<F>(
     parse_filter: impl Fn(&str, FilterKind) -> Result<F, sluice_shards::names::NameError>,
 ) -> ApiResult<ListRequest<F>> {
     let q: ListQuery = query(raw)?;
-    let filter = |v: Option<String>, kind| {
+    let filter = |v: Option<String>, kind, field: &str| {
         parse_filter(v.as_deref().unwrap_or(""), kind).map_err(|e| {
-            ApiError::BadQuery(format!("Failed to deserialize query string: {e}"))
+            ApiError::BadQuery(format!("Failed to deserialize query string: {field}: {e}"))
         })
     };
     Ok(ListRequest {
-        prefix: filter(q.prefix, FilterKind::Prefix)?,
-        start_after: filter(q.start_after, FilterKind::StartAfter)?,
+        prefix: filter(q.prefix, FilterKind::Prefix, "prefix")?,
+        start_after: filter(q.start_after, FilterKind::StartAfter, "start_after")?,
         limit: list_limit(q.limit),
     })
 }

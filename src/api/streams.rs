@@ -50,7 +50,11 @@ pub async fn create(shard: &Rc<Shard>, req: Request<Incoming>) -> ApiResult<Resp
     ))
 }
 
-pub async fn ensure(shard: &Rc<Shard>, raw: &str, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+pub async fn ensure(
+    shard: &Rc<Shard>,
+    raw: &str,
+    req: Request<Incoming>,
+) -> ApiResult<Response<Body>> {
     let (basin, stream) = target(raw, &req)?;
     let headers = req.headers().clone();
     let spec = match super::optional_json_body(req).await? {
@@ -66,7 +70,11 @@ pub async fn ensure(shard: &Rc<Shard>, raw: &str, req: Request<Incoming>) -> Api
     ))
 }
 
-pub async fn get_config(shard: &Rc<Shard>, raw: &str, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+pub async fn get_config(
+    shard: &Rc<Shard>,
+    raw: &str,
+    req: Request<Incoming>,
+) -> ApiResult<Response<Body>> {
     let (basin, stream) = target(raw, &req)?;
     let config = shard.stream_config(&basin, &stream).await?;
     Ok(super::json(
@@ -77,7 +85,11 @@ pub async fn get_config(shard: &Rc<Shard>, raw: &str, req: Request<Incoming>) ->
     ))
 }
 
-pub async fn reconfigure(shard: &Rc<Shard>, raw: &str, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+pub async fn reconfigure(
+    shard: &Rc<Shard>,
+    raw: &str,
+    req: Request<Incoming>,
+) -> ApiResult<Response<Body>> {
     let (basin, stream) = target(raw, &req)?;
     let (parts, body) = super::json_body(req).await?;
     let patch = wire::parse::<StreamReconfigurationJson>(&body)?.validate()?;
@@ -90,7 +102,11 @@ pub async fn reconfigure(shard: &Rc<Shard>, raw: &str, req: Request<Incoming>) -
     ))
 }
 
-pub async fn delete(shard: &Rc<Shard>, raw: &str, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+pub async fn delete(
+    shard: &Rc<Shard>,
+    raw: &str,
+    req: Request<Incoming>,
+) -> ApiResult<Response<Body>> {
     let (basin, stream) = target(raw, &req)?;
     shard.delete_stream(basin, stream).await?;
     Ok(super::accepted())

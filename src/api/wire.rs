@@ -25,7 +25,10 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
 pub fn rfc3339(t: UnixNanos) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.0))
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 
@@ -55,9 +58,10 @@ fn present_not_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
 pub enum CipherJson {
+    #[serde(rename = "aegis-256")]
     Aegis256,
+    #[serde(rename = "aes-256-gcm")]
     Aes256Gcm,
 }
 
@@ -160,13 +164,14 @@ impl StreamConfigJson {
         let timestamping = self.timestamping.unwrap_or_default();
         Ok(StreamConfigSpec {
             storage_class: self.storage_class,
-            retention_policy: self.retention_policy.map(RetentionJson::validate).transpose()?,
+            retention_policy: self
+                .retention_policy
+                .map(RetentionJson::validate)
+                .transpose()?,
             timestamping_mode: timestamping.mode.map(Into::into),
             timestamping_uncapped: timestamping.uncapped,
             // Inside a given object the minimum age defaults to 0.
-            delete_on_empty_min_age_secs: self
-                .delete_on_empty
-                .map(|d| d.min_age_secs.unwrap_or(0)),
+            delete_on_empty_min_age_secs: self.delete_on_empty.map(|d| d.min_age_secs.unwrap_or(0)),
         })
     }
 }
@@ -276,10 +281,7 @@ impl StreamReconfigurationJson {
         let (timestamping_mode, timestamping_uncapped) = match self.timestamping.0 {
             Patch::Keep => (Patch::Keep, Patch::Keep),
             Patch::Clear => (Patch::Clear, Patch::Clear),
-            Patch::Set(t) => (
-                map_patch(t.mode.0, |m| Ok(m.into()))?,
-                t.uncapped.0,
-            ),
+            Patch::Set(t) => (map_patch(t.mode.0, |m| Ok(m.into()))?, t.uncapped.0),
         };
         Ok(StreamReconfiguration {
             storage_class: self.storage_class.0,
@@ -412,6 +414,17 @@ mod tests {
         assert_eq!(p.timestamping_mode, Patch::Set(TimestampingMode::Arrival));
         assert_eq!(p.timestamping_uncapped, Patch::Keep);
         assert_eq!(p.retention_policy, Patch::Keep);
+    }
+
+    #[test]
+    fn cipher_names() {
+        for name in ["aegis-256", "aes-256-gcm"] {
+            let c = parse::<BasinConfigJson>(format!(r#"{{"stream_cipher":"{name}"}}"#).as_bytes())
+                .unwrap()
+                .validate()
+                .unwrap();
+            assert_eq!(basin_config_value(&c)["stream_cipher"], json!(name));
+        }
     }
 
     #[test]

@@ -49,7 +49,9 @@ impl hyper::rt::Timer for SidecarTimer {
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
         let _enter = self.0.enter();
-        Box::pin(TokioSleep(Box::pin(tokio::time::sleep_until(deadline.into()))))
+        Box::pin(TokioSleep(Box::pin(tokio::time::sleep_until(
+            deadline.into(),
+        ))))
     }
 }
 

@@ -94,8 +94,12 @@ pub async fn run(
         let _ = stream.set_nodelay(true);
         open.set(open.get() + 1);
         let guard = OpenGuard(open.clone());
-        let (shard, config, builder, shutdown) =
-            (shard.clone(), config.clone(), builder.clone(), shutdown.clone());
+        let (shard, config, builder, shutdown) = (
+            shard.clone(),
+            config.clone(),
+            builder.clone(),
+            shutdown.clone(),
+        );
         glommio::spawn_local(async move {
             let _guard = guard;
             serve_connection(stream, shard, config, builder, shutdown).await;
@@ -103,7 +107,11 @@ pub async fn run(
         .detach();
     }
     drop(listener);
-    info!(shard = shard.id(), open = open.get(), "draining connections");
+    info!(
+        shard = shard.id(),
+        open = open.get(),
+        "draining connections"
+    );
     let deadline = std::time::Instant::now() + DRAIN_TIMEOUT;
     while open.get() > 0 && std::time::Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(20)).await;

@@ -22,7 +22,11 @@ pub fn from_pem_files(cert: &Path, key: &Path) -> anyhow::Result<Arc<ServerConfi
 }
 
 pub fn self_signed() -> anyhow::Result<Arc<ServerConfig>> {
-    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
     let certified = rcgen::generate_simple_self_signed(names)?;
     let cert = CertificateDer::from(certified.cert.der().to_vec());
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));

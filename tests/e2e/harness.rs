@@ -69,7 +69,9 @@ impl Server {
         let stderr_sink = Arc::clone(&stderr);
         let stderr_thread = std::thread::spawn(move || {
             for_each_line(stderr_pipe, |line| {
-                let mut kept = stderr_sink.lock().unwrap_or_else(|poison| poison.into_inner());
+                let mut kept = stderr_sink
+                    .lock()
+                    .unwrap_or_else(|poison| poison.into_inner());
                 if kept.len() < STDERR_KEEP_BYTES {
                     kept.push_str(line);
                 }
@@ -251,7 +253,11 @@ pub fn expect_server_error<T: std::fmt::Debug>(
         .server_error()
         .unwrap_or_else(|| panic!("expected a {status} {code} server error, got {err:?}"));
     assert_eq!(server.code, code, "unexpected error code: {server:?}");
-    assert_eq!(server.status.as_u16(), status, "unexpected status: {server:?}");
+    assert_eq!(
+        server.status.as_u16(),
+        status,
+        "unexpected status: {server:?}"
+    );
     server.message.clone()
 }
 
@@ -363,10 +369,9 @@ pub fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Response {
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n"
-    )
-    .into_bytes();
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n")
+            .into_bytes();
     let mut framed = false;
     for (name, value) in headers {
         framed |= name.eq_ignore_ascii_case("content-length")
@@ -403,7 +408,13 @@ pub fn http_json(
 ) -> Response {
     let mut all_headers = vec![("Content-Type", "application/json")];
     all_headers.extend_from_slice(headers);
-    http(port, method, path, &all_headers, body.to_string().as_bytes())
+    http(
+        port,
+        method,
+        path,
+        &all_headers,
+        body.to_string().as_bytes(),
+    )
 }
 
 /// `GET path` with no extra headers.
@@ -480,7 +491,9 @@ pub fn parse_response(bytes: &[u8], at_eof: bool) -> Option<Response> {
     };
     let body = if status == 204 || status == 304 || (100..200).contains(&status) {
         Vec::new()
-    } else if header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+    } else if header("transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+    {
         decode_chunked(rest)?
     } else if let Some(length) = header("content-length") {
         let length: usize = length.parse().ok()?;
@@ -584,7 +597,9 @@ pub fn code_status(code: &str) -> Option<u16> {
 pub fn assert_json_content_type(response: &Response) {
     let content_type = response.header("content-type").unwrap_or("");
     assert!(
-        content_type.to_ascii_lowercase().starts_with("application/json"),
+        content_type
+            .to_ascii_lowercase()
+            .starts_with("application/json"),
         "expected content-type application/json on a {} response, got {content_type:?}; body {:?}",
         response.status,
         response.text()

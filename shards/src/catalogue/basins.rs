@@ -92,7 +92,8 @@ impl Shard {
                 Some(m) if m.deleted_at.is_some() => Err(EngineError::BasinDeletionPending(basin)),
                 Some(m) => {
                     let replay = Creation {
-                        token: token.ok_or_else(|| EngineError::BasinAlreadyExists(basin.clone()))?,
+                        token: token
+                            .ok_or_else(|| EngineError::BasinAlreadyExists(basin.clone()))?,
                         requested: config,
                     };
                     if m.creation.as_ref() == Some(&replay) {

@@ -228,9 +228,7 @@ impl Shard {
             let basin_meta = shard.active_basin(&basin).await?;
             let mut meta = match shard.stream_meta(&basin, &stream).await? {
                 None => return Err(not_found(&basin, &stream)),
-                Some(m) if m.deleted_at.is_some() => {
-                    return Err(deletion_pending(&basin, &stream))
-                }
+                Some(m) if m.deleted_at.is_some() => return Err(deletion_pending(&basin, &stream)),
                 Some(m) => m,
             };
             let before = meta.config.clone();
@@ -245,7 +243,11 @@ impl Shard {
     }
 
     /// Mark the stream deleted and queue the removal of its data and metadata.
-    pub async fn delete_stream(self: &Rc<Self>, basin: BasinName, stream: StreamName) -> Result<()> {
+    pub async fn delete_stream(
+        self: &Rc<Self>,
+        basin: BasinName,
+        stream: StreamName,
+    ) -> Result<()> {
         let owner = self.placement.stream_owner(&basin, &stream);
         self.on_owner(owner, move |shard| async move {
             let _guard = shard

@@ -27,7 +27,10 @@ pub enum StorageLocation {
     /// A local directory; every object write is fsynced with its directory.
     Local(PathBuf),
     /// An S3-compatible bucket configured by the standard AWS environment.
-    S3 { bucket: String, path: Option<String> },
+    S3 {
+        bucket: String,
+        path: Option<String>,
+    },
 }
 
 /// Prefix of the environment variables that override SlateDB [`Settings`].
@@ -114,9 +117,7 @@ fn object_store_for(location: &StorageLocation) -> Result<Arc<dyn ObjectStore>, 
         StorageLocation::Memory => Arc::new(object_store::memory::InMemory::new()),
         StorageLocation::Local(dir) => {
             std::fs::create_dir_all(dir)?;
-            Arc::new(
-                object_store::local::LocalFileSystem::new_with_prefix(dir)?.with_fsync(true),
-            )
+            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir)?.with_fsync(true))
         }
         StorageLocation::S3 { bucket, .. } => {
             let endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
@@ -157,7 +158,8 @@ impl Storage {
 
     pub async fn get(&self, key: Bytes) -> Result<Option<Bytes>, StorageError> {
         let db = self.db.clone();
-        self.on_sidecar(async move { Ok(db.get(&key).await?) }).await
+        self.on_sidecar(async move { Ok(db.get(&key).await?) })
+            .await
     }
 
     /// Up to `limit` key-value pairs in `range`, in key order.

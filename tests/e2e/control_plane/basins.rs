@@ -9,9 +9,9 @@ use s2_sdk::S2;
 use serde_json::{json, Value};
 
 use crate::harness::{
-    assert_error, assert_json_content_type, assert_keys, assert_timestamp, basin_name,
-    eventually, expect_server_error, get, http, http_json, provision, stream_name, unique_basin,
-    Server, DELETION_TIMEOUT,
+    assert_error, assert_json_content_type, assert_keys, assert_timestamp, basin_name, eventually,
+    expect_server_error, get, http, http_json, provision, stream_name, unique_basin, Server,
+    DELETION_TIMEOUT,
 };
 
 fn start() -> Server {
@@ -30,7 +30,10 @@ fn default_basin_config() -> Value {
 /// Asserts a BasinInfo object: all five keys, `location: null`, RFC 3339 times, and
 /// `deleted_at`/`state` consistent with `state`.
 fn assert_basin_info(info: &Value, name: &str, state: &str) {
-    assert_keys(info, &["name", "location", "created_at", "deleted_at", "state"]);
+    assert_keys(
+        info,
+        &["name", "location", "created_at", "deleted_at", "state"],
+    );
     assert_eq!(info["name"], name, "{info}");
     assert_eq!(info["location"], Value::Null, "{info}");
     assert_eq!(info["state"], state, "{info}");
@@ -61,7 +64,11 @@ async fn list_names(s2: &S2, input: ListBasinsInput) -> (Vec<String>, bool) {
         .list_basins(input)
         .await
         .unwrap_or_else(|err| panic!("list_basins failed: {err}"));
-    let names = page.values.iter().map(|info| info.name.to_string()).collect();
+    let names = page
+        .values
+        .iter()
+        .map(|info| info.name.to_string())
+        .collect();
     (names, page.has_more)
 }
 
@@ -112,14 +119,38 @@ fn basin_names_follow_the_naming_rules_in_bodies_and_paths() {
     }
 
     let rejected = [
-        ("abcdefg".to_owned(), "basin name should be at least 8 bytes in length"),
-        ("y".repeat(49), "basin name must not exceed 48 bytes in length"),
-        ("-abcdefgh".to_owned(), "basin name must begin with a lowercase letter or number"),
-        ("Abcdefgh".to_owned(), "basin name must begin with a lowercase letter or number"),
-        ("abcdefgh-".to_owned(), "basin name must end with a lowercase letter or number"),
-        ("abcDefgh".to_owned(), "basin name must comprise lowercase letters, numbers, and hyphens"),
-        ("abc_defgh".to_owned(), "basin name must comprise lowercase letters, numbers, and hyphens"),
-        ("abc.defgh".to_owned(), "basin name must comprise lowercase letters, numbers, and hyphens"),
+        (
+            "abcdefg".to_owned(),
+            "basin name should be at least 8 bytes in length",
+        ),
+        (
+            "y".repeat(49),
+            "basin name must not exceed 48 bytes in length",
+        ),
+        (
+            "-abcdefgh".to_owned(),
+            "basin name must begin with a lowercase letter or number",
+        ),
+        (
+            "Abcdefgh".to_owned(),
+            "basin name must begin with a lowercase letter or number",
+        ),
+        (
+            "abcdefgh-".to_owned(),
+            "basin name must end with a lowercase letter or number",
+        ),
+        (
+            "abcDefgh".to_owned(),
+            "basin name must comprise lowercase letters, numbers, and hyphens",
+        ),
+        (
+            "abc_defgh".to_owned(),
+            "basin name must comprise lowercase letters, numbers, and hyphens",
+        ),
+        (
+            "abc.defgh".to_owned(),
+            "basin name must comprise lowercase letters, numbers, and hyphens",
+        ),
     ];
     for (name, reason) in &rejected {
         let message = assert_error(
@@ -127,14 +158,24 @@ fn basin_names_follow_the_naming_rules_in_bodies_and_paths() {
             400,
             "bad_json",
         );
-        assert!(message.contains(reason), "{name:?}: {message:?} lacks {reason:?}");
+        assert!(
+            message.contains(reason),
+            "{name:?}: {message:?} lacks {reason:?}"
+        );
 
         let path = format!("/v1/basins/{name}");
         let message = assert_error(&get(port, &path), 400, "bad_path");
-        assert!(message.contains(reason), "{name:?}: {message:?} lacks {reason:?}");
+        assert!(
+            message.contains(reason),
+            "{name:?}: {message:?} lacks {reason:?}"
+        );
         assert_error(&http(port, "PUT", &path, &[], b""), 400, "bad_path");
         assert_error(&http(port, "DELETE", &path, &[], b""), 400, "bad_path");
-        assert_error(&http_json(port, "PATCH", &path, &[], &json!({})), 400, "bad_path");
+        assert_error(
+            &http_json(port, "PATCH", &path, &[], &json!({})),
+            400,
+            "bad_path",
+        );
     }
 
     // None of the rejected names was created on the way.
@@ -165,7 +206,10 @@ async fn create_basin_conflicts_unless_replayed_with_the_same_token_and_config()
     let first = s2.create_basin(input.clone()).await.expect("create");
     assert_eq!(first.name, name);
     assert!(first.deleted_at.is_none());
-    let replay = s2.create_basin(input.clone()).await.expect("replay with the same token");
+    let replay = s2
+        .create_basin(input.clone())
+        .await
+        .expect("replay with the same token");
     assert_eq!(replay, first, "a replay must return the original BasinInfo");
     let message = expect_server_error(
         s2.create_basin(CreateBasinInput::new(name.clone()).with_config(config))
@@ -212,12 +256,21 @@ async fn create_basin_conflicts_unless_replayed_with_the_same_token_and_config()
         "resource_already_exists",
     );
     assert_error(
-        &http_json(port, "POST", "/v1/basins", &[("S2-Request-Token", "create-token-2")], &body),
+        &http_json(
+            port,
+            "POST",
+            "/v1/basins",
+            &[("S2-Request-Token", "create-token-2")],
+            &body,
+        ),
         409,
         "resource_already_exists",
     );
     let config = get(port, &format!("/v1/basins/{raw}")).json();
-    assert_eq!(config["create_stream_on_read"], true, "failed creates changed {config}");
+    assert_eq!(
+        config["create_stream_on_read"], true,
+        "failed creates changed {config}"
+    );
 }
 
 // B-065
@@ -237,7 +290,10 @@ async fn create_basin_with_zero_retention_age_is_invalid() {
         422,
         "invalid",
     );
-    assert!(message.contains("age must be greater than 0 seconds"), "{message:?}");
+    assert!(
+        message.contains("age must be greater than 0 seconds"),
+        "{message:?}"
+    );
     expect_server_error(
         s2.ensure_basin(EnsureBasinInput::new(basin_name(&name)).with_config(config))
             .await,
@@ -249,10 +305,21 @@ async fn create_basin_with_zero_retention_age_is_invalid() {
         "basin": name,
         "config": { "default_stream_config": { "retention_policy": { "age": 0 } } }
     });
-    let message = assert_error(&http_json(port, "POST", "/v1/basins", &[], &body), 422, "invalid");
-    assert!(message.contains("age must be greater than 0 seconds"), "{message:?}");
+    let message = assert_error(
+        &http_json(port, "POST", "/v1/basins", &[], &body),
+        422,
+        "invalid",
+    );
+    assert!(
+        message.contains("age must be greater than 0 seconds"),
+        "{message:?}"
+    );
 
-    assert_error(&get(port, &format!("/v1/basins/{name}")), 404, "basin_not_found");
+    assert_error(
+        &get(port, &format!("/v1/basins/{name}")),
+        404,
+        "basin_not_found",
+    );
 }
 
 // B-066, B-067, B-068, B-264
@@ -288,7 +355,10 @@ async fn ensure_basin_creates_replaces_and_reports_provision_results() {
     assert_eq!(kind, "created");
     assert_eq!(created.name, name);
     assert!(created.deleted_at.is_none());
-    assert_eq!(s2.get_basin_config(name.clone()).await.expect("get"), first_config);
+    assert_eq!(
+        s2.get_basin_config(name.clone()).await.expect("get"),
+        first_config
+    );
 
     let (kind, same) = ensure(Some(first_config.clone())).await;
     assert_eq!(kind, "noop");
@@ -306,7 +376,10 @@ async fn ensure_basin_creates_replaces_and_reports_provision_results() {
 
     let (kind, _) = ensure(None).await;
     assert_eq!(kind, "updated");
-    assert_eq!(s2.get_basin_config(name.clone()).await.expect("get"), BasinConfig::new());
+    assert_eq!(
+        s2.get_basin_config(name.clone()).await.expect("get"),
+        BasinConfig::new()
+    );
     let (kind, reset) = ensure(None).await;
     assert_eq!(kind, "noop");
     assert_eq!(reset.created_at, created.created_at);
@@ -356,7 +429,13 @@ async fn ensure_basin_creates_replaces_and_reports_provision_results() {
     assert_eq!(get(port, &path).json(), default_basin_config());
 
     // A JSON content type with an empty body also counts as no body.
-    let empty = http(port, "PUT", &path, &[("Content-Type", "application/json")], b"");
+    let empty = http(
+        port,
+        "PUT",
+        &path,
+        &[("Content-Type", "application/json")],
+        b"",
+    );
     empty.expect_status(200);
     assert_eq!(empty.header("s2-provision-result"), Some("noop"));
 
@@ -373,7 +452,13 @@ async fn ensure_basin_creates_replaces_and_reports_provision_results() {
     assert_eq!(null_config.json()["location"], Value::Null);
 
     assert_error(
-        &http(port, "PUT", &path, &[("Content-Type", "text/plain")], body.to_string().as_bytes()),
+        &http(
+            port,
+            "PUT",
+            &path,
+            &[("Content-Type", "text/plain")],
+            body.to_string().as_bytes(),
+        ),
         400,
         "bad_json",
     );
@@ -479,7 +564,10 @@ fn basin_config_responses_use_the_documented_null_rules() {
             }),
         ),
         // No default field set at all: `default_stream_config` is null.
-        (json!({ "default_stream_config": {} }), default_basin_config()),
+        (
+            json!({ "default_stream_config": {} }),
+            default_basin_config(),
+        ),
         (
             json!({ "default_stream_config": { "timestamping": {} } }),
             default_basin_config(),
@@ -517,7 +605,11 @@ fn basin_config_responses_use_the_documented_null_rules() {
     }
 
     let missing = unique_basin("missing");
-    let message = assert_error(&get(port, &format!("/v1/basins/{missing}")), 404, "basin_not_found");
+    let message = assert_error(
+        &get(port, &format!("/v1/basins/{missing}")),
+        404,
+        "basin_not_found",
+    );
     assert!(
         message.contains(&format!("basin `{missing}` not found")),
         "{message:?}"
@@ -533,7 +625,13 @@ async fn list_basins_sorts_filters_and_pages() {
 
     // Created out of order; `alpha-...` sorts before `alpha0000` because '-' < '0'.
     let names = [
-        "alpha-003", "alpha-001", "alpha-005", "beta-0001", "alpha-002", "alpha0000", "alpha-004",
+        "alpha-003",
+        "alpha-001",
+        "alpha-005",
+        "beta-0001",
+        "alpha-002",
+        "alpha0000",
+        "alpha-004",
     ];
     for name in names {
         s2.create_basin(CreateBasinInput::new(basin_name(name)))
@@ -543,7 +641,10 @@ async fn list_basins_sorts_filters_and_pages() {
     let mut sorted = strings(&names);
     sorted.sort();
 
-    assert_eq!(list_names(&s2, ListBasinsInput::new()).await, (sorted.clone(), false));
+    assert_eq!(
+        list_names(&s2, ListBasinsInput::new()).await,
+        (sorted.clone(), false)
+    );
     assert_eq!(
         list_names(&s2, ListBasinsInput::new().with_limit(0)).await,
         (sorted.clone(), false),
@@ -555,31 +656,55 @@ async fn list_basins_sorts_filters_and_pages() {
         "limit>1000 means 1000"
     );
 
-    let alpha = ListBasinsInput::new().with_prefix(prefix("alpha-")).with_limit(2);
+    let alpha = ListBasinsInput::new()
+        .with_prefix(prefix("alpha-"))
+        .with_limit(2);
     assert_eq!(
         list_names(&s2, alpha.clone()).await,
         (strings(&["alpha-001", "alpha-002"]), true)
     );
     assert_eq!(
-        list_names(&s2, alpha.clone().with_start_after(start_after("alpha-002"))).await,
+        list_names(
+            &s2,
+            alpha.clone().with_start_after(start_after("alpha-002"))
+        )
+        .await,
         (strings(&["alpha-003", "alpha-004"]), true)
     );
     assert_eq!(
-        list_names(&s2, alpha.clone().with_start_after(start_after("alpha-004"))).await,
+        list_names(
+            &s2,
+            alpha.clone().with_start_after(start_after("alpha-004"))
+        )
+        .await,
         (strings(&["alpha-005"]), false)
     );
     // start_after need not be an existing name.
     assert_eq!(
-        list_names(&s2, alpha.clone().with_start_after(start_after("alpha-0025"))).await,
+        list_names(
+            &s2,
+            alpha.clone().with_start_after(start_after("alpha-0025"))
+        )
+        .await,
         (strings(&["alpha-003", "alpha-004"]), true)
     );
 
     // has_more is true only when something is left.
-    let (page, has_more) =
-        list_names(&s2, ListBasinsInput::new().with_prefix(prefix("alpha-")).with_limit(5)).await;
+    let (page, has_more) = list_names(
+        &s2,
+        ListBasinsInput::new()
+            .with_prefix(prefix("alpha-"))
+            .with_limit(5),
+    )
+    .await;
     assert_eq!((page.len(), has_more), (5, false));
-    let (page, has_more) =
-        list_names(&s2, ListBasinsInput::new().with_prefix(prefix("alpha-")).with_limit(4)).await;
+    let (page, has_more) = list_names(
+        &s2,
+        ListBasinsInput::new()
+            .with_prefix(prefix("alpha-"))
+            .with_limit(4),
+    )
+    .await;
     assert_eq!((page.len(), has_more), (4, true));
 
     assert_eq!(
@@ -603,7 +728,11 @@ async fn list_basins_sorts_filters_and_pages() {
         (Vec::new(), false)
     );
     assert_eq!(
-        list_names(&s2, ListBasinsInput::new().with_start_after(start_after("zzzzzzzz"))).await,
+        list_names(
+            &s2,
+            ListBasinsInput::new().with_start_after(start_after("zzzzzzzz"))
+        )
+        .await,
         (Vec::new(), false)
     );
     assert_eq!(
@@ -628,7 +757,9 @@ async fn list_basins_sorts_filters_and_pages() {
     assert_eq!(seen, sorted);
 
     // Raw query forms.
-    let page = get(port, "/v1/basins?prefix=alpha-&limit=2").expect_status(200).json();
+    let page = get(port, "/v1/basins?prefix=alpha-&limit=2")
+        .expect_status(200)
+        .json();
     assert_keys(&page, &["basins", "has_more"]);
     assert_eq!(page["has_more"], true);
     let items = page["basins"].as_array().expect("basins array");
@@ -636,15 +767,25 @@ async fn list_basins_sorts_filters_and_pages() {
     assert_basin_info(&items[0], "alpha-001", "active");
     assert_basin_info(&items[1], "alpha-002", "active");
     for query in ["limit=0", "limit=1001", "limit=1000"] {
-        let page = get(port, &format!("/v1/basins?{query}")).expect_status(200).json();
-        assert_eq!(page["basins"].as_array().map(Vec::len), Some(names.len()), "{query}");
+        let page = get(port, &format!("/v1/basins?{query}"))
+            .expect_status(200)
+            .json();
+        assert_eq!(
+            page["basins"].as_array().map(Vec::len),
+            Some(names.len()),
+            "{query}"
+        );
         assert_eq!(page["has_more"], false, "{query}");
     }
-    let page = get(port, "/v1/basins?prefix=alpha&start_after=alpha-005").expect_status(200).json();
+    let page = get(port, "/v1/basins?prefix=alpha&start_after=alpha-005")
+        .expect_status(200)
+        .json();
     assert_eq!(page["basins"].as_array().map(Vec::len), Some(1));
     assert_eq!(page["basins"][0]["name"], "alpha0000");
     // Unknown query parameters are ignored.
-    let page = get(port, "/v1/basins?prefix=beta&colour=blue").expect_status(200).json();
+    let page = get(port, "/v1/basins?prefix=beta&colour=blue")
+        .expect_status(200)
+        .json();
     assert_eq!(page["basins"][0]["name"], "beta-0001");
 }
 
@@ -657,7 +798,8 @@ async fn deleting_a_basin_blocks_changes_until_it_is_gone() {
 
     let missing = basin_name(&unique_basin("missing"));
     expect_server_error(
-        s2.delete_basin(DeleteBasinInput::new(missing.clone())).await,
+        s2.delete_basin(DeleteBasinInput::new(missing.clone()))
+            .await,
         404,
         "basin_not_found",
     );
@@ -710,9 +852,19 @@ async fn deleting_a_basin_blocks_changes_until_it_is_gone() {
         message.contains(&format!("basin `{name}` is being deleted")),
         "{message:?}"
     );
-    assert_error(&http(port, "PUT", &path, &[], b""), 409, "basin_deletion_pending");
     assert_error(
-        &http_json(port, "PATCH", &path, &[], &json!({ "create_stream_on_read": true })),
+        &http(port, "PUT", &path, &[], b""),
+        409,
+        "basin_deletion_pending",
+    );
+    assert_error(
+        &http_json(
+            port,
+            "PATCH",
+            &path,
+            &[],
+            &json!({ "create_stream_on_read": true }),
+        ),
         409,
         "basin_deletion_pending",
     );
@@ -727,8 +879,17 @@ async fn deleting_a_basin_blocks_changes_until_it_is_gone() {
         409,
         "basin_deletion_pending",
     );
-    http(port, "GET", "/v1/streams", &[("S2-Basin", name.as_str())], b"").expect_status(200);
-    let listed = get(port, &format!("/v1/basins?prefix={name}")).expect_status(200).json();
+    http(
+        port,
+        "GET",
+        "/v1/streams",
+        &[("S2-Basin", name.as_str())],
+        b"",
+    )
+    .expect_status(200);
+    let listed = get(port, &format!("/v1/basins?prefix={name}"))
+        .expect_status(200)
+        .json();
     assert_basin_info(&listed["basins"][0], &name, "deleting");
     let page = s2
         .list_basins(ListBasinsInput::new().with_prefix(prefix(&name)))
@@ -736,7 +897,8 @@ async fn deleting_a_basin_blocks_changes_until_it_is_gone() {
         .expect("list");
     assert!(page.values[0].deleted_at.is_some(), "{:?}", page.values);
     expect_server_error(
-        s2.create_basin(CreateBasinInput::new(basin_name(&name))).await,
+        s2.create_basin(CreateBasinInput::new(basin_name(&name)))
+            .await,
         409,
         "basin_deletion_pending",
     );
@@ -759,11 +921,21 @@ async fn deleting_a_basin_blocks_changes_until_it_is_gone() {
     let listed = get(port, &format!("/v1/basins?prefix={name}")).json();
     assert_eq!(listed["basins"], json!([]), "{listed}");
     assert_error(
-        &http(port, "GET", "/v1/streams", &[("S2-Basin", name.as_str())], b""),
+        &http(
+            port,
+            "GET",
+            "/v1/streams",
+            &[("S2-Basin", name.as_str())],
+            b"",
+        ),
         404,
         "basin_not_found",
     );
-    assert_error(&http(port, "DELETE", &path, &[], b""), 404, "basin_not_found");
+    assert_error(
+        &http(port, "DELETE", &path, &[], b""),
+        404,
+        "basin_not_found",
+    );
 
     let reborn = s2
         .create_basin(CreateBasinInput::new(basin_name(&name)))
@@ -771,10 +943,20 @@ async fn deleting_a_basin_blocks_changes_until_it_is_gone() {
         .expect("the name is reusable");
     assert!(reborn.deleted_at.is_none());
     assert_eq!(get(port, &path).json(), default_basin_config());
-    let streams = http(port, "GET", "/v1/streams", &[("S2-Basin", name.as_str())], b"")
-        .expect_status(200)
-        .json();
-    assert_eq!(streams["streams"], json!([]), "old streams came back: {streams}");
+    let streams = http(
+        port,
+        "GET",
+        "/v1/streams",
+        &[("S2-Basin", name.as_str())],
+        b"",
+    )
+    .expect_status(200)
+    .json();
+    assert_eq!(
+        streams["streams"],
+        json!([]),
+        "old streams came back: {streams}"
+    );
 }
 
 // B-077, B-078, B-079, B-080, B-081, B-082
@@ -796,8 +978,14 @@ async fn reconfigure_basin_applies_absent_null_and_nested_fields() {
         "create_stream_on_append": false,
         "create_stream_on_read": true
     });
-    http_json(port, "POST", "/v1/basins", &[], &json!({ "basin": name, "config": initial }))
-        .expect_status(201);
+    http_json(
+        port,
+        "POST",
+        "/v1/basins",
+        &[],
+        &json!({ "basin": name, "config": initial }),
+    )
+    .expect_status(201);
     assert_eq!(get(port, &path).json(), initial);
 
     let patch = |body: Value| -> Value {
@@ -805,7 +993,11 @@ async fn reconfigure_basin_applies_absent_null_and_nested_fields() {
         response.expect_status(200);
         assert_json_content_type(&response);
         let config = response.json();
-        assert_eq!(get(port, &path).json(), config, "GET disagrees with PATCH {body}");
+        assert_eq!(
+            get(port, &path).json(),
+            config,
+            "GET disagrees with PATCH {body}"
+        );
         config
     };
 
@@ -870,17 +1062,35 @@ async fn reconfigure_basin_applies_absent_null_and_nested_fields() {
 
     // Rejected changes leave the config alone.
     assert_error(
-        &http_json(port, "PATCH", &path, &[], &json!({ "create_stream_on_read": null })),
+        &http_json(
+            port,
+            "PATCH",
+            &path,
+            &[],
+            &json!({ "create_stream_on_read": null }),
+        ),
         400,
         "bad_json",
     );
     assert_error(
-        &http_json(port, "PATCH", &path, &[], &json!({ "create_stream_on_append": null })),
+        &http_json(
+            port,
+            "PATCH",
+            &path,
+            &[],
+            &json!({ "create_stream_on_append": null }),
+        ),
         400,
         "bad_json",
     );
     assert_error(
-        &http_json(port, "PATCH", &path, &[], &json!({ "stream_cipher": "rot13" })),
+        &http_json(
+            port,
+            "PATCH",
+            &path,
+            &[],
+            &json!({ "stream_cipher": "rot13" }),
+        ),
         400,
         "bad_json",
     );
@@ -895,12 +1105,21 @@ async fn reconfigure_basin_applies_absent_null_and_nested_fields() {
         422,
         "invalid",
     );
-    assert!(message.contains("age must be greater than 0 seconds"), "{message:?}");
+    assert!(
+        message.contains("age must be greater than 0 seconds"),
+        "{message:?}"
+    );
     assert_eq!(get(port, &path).json(), expected);
 
     let missing = unique_basin("patch-missing");
     assert_error(
-        &http_json(port, "PATCH", &format!("/v1/basins/{missing}"), &[], &json!({})),
+        &http_json(
+            port,
+            "PATCH",
+            &format!("/v1/basins/{missing}"),
+            &[],
+            &json!({}),
+        ),
         404,
         "basin_not_found",
     );
@@ -932,7 +1151,10 @@ async fn reconfigure_basin_applies_absent_null_and_nested_fields() {
         config.default_stream_config,
         Some(StreamConfig::new().with_storage_class("standard"))
     );
-    assert_eq!(config, s2.get_basin_config(basin_name(&name)).await.expect("get"));
+    assert_eq!(
+        config,
+        s2.get_basin_config(basin_name(&name)).await.expect("get")
+    );
 
     expect_server_error(
         s2.reconfigure_basin(ReconfigureBasinInput::new(
@@ -969,9 +1191,21 @@ async fn basin_stream_cipher_applies_only_to_streams_created_later() {
 
     assert_eq!(create("before").await.cipher, None);
 
-    let config = http_json(port, "PATCH", &path, &[], &json!({ "stream_cipher": "aegis-256" }));
-    assert_eq!(config.expect_status(200).json()["stream_cipher"], "aegis-256");
-    assert_eq!(create("during").await.cipher, Some(EncryptionAlgorithm::Aegis256));
+    let config = http_json(
+        port,
+        "PATCH",
+        &path,
+        &[],
+        &json!({ "stream_cipher": "aegis-256" }),
+    );
+    assert_eq!(
+        config.expect_status(200).json()["stream_cipher"],
+        "aegis-256"
+    );
+    assert_eq!(
+        create("during").await.cipher,
+        Some(EncryptionAlgorithm::Aegis256)
+    );
 
     let config = s2
         .reconfigure_basin(ReconfigureBasinInput::new(
@@ -981,22 +1215,37 @@ async fn basin_stream_cipher_applies_only_to_streams_created_later() {
         .await
         .expect("reconfigure");
     assert_eq!(config.stream_cipher, Some(EncryptionAlgorithm::Aes256Gcm));
-    assert_eq!(create("later").await.cipher, Some(EncryptionAlgorithm::Aes256Gcm));
+    assert_eq!(
+        create("later").await.cipher,
+        Some(EncryptionAlgorithm::Aes256Gcm)
+    );
 
     let config = http_json(port, "PATCH", &path, &[], &json!({ "stream_cipher": null }));
-    assert_eq!(config.expect_status(200).json()["stream_cipher"], Value::Null);
+    assert_eq!(
+        config.expect_status(200).json()["stream_cipher"],
+        Value::Null
+    );
     assert_eq!(create("after").await.cipher, None);
 
-    let listed = http(port, "GET", "/v1/streams", &[("S2-Basin", name.as_str())], b"")
-        .expect_status(200)
-        .json();
+    let listed = http(
+        port,
+        "GET",
+        "/v1/streams",
+        &[("S2-Basin", name.as_str())],
+        b"",
+    )
+    .expect_status(200)
+    .json();
     let ciphers: Vec<(String, Value)> = listed["streams"]
         .as_array()
         .expect("streams array")
         .iter()
         .map(|info| {
             assert_keys(info, &["name", "created_at", "deleted_at", "cipher"]);
-            (info["name"].as_str().expect("name").to_owned(), info["cipher"].clone())
+            (
+                info["name"].as_str().expect("name").to_owned(),
+                info["cipher"].clone(),
+            )
         })
         .collect();
     assert_eq!(

@@ -93,7 +93,10 @@ fn listed_streams(port: u16, basin: &str, query: &str) -> (Vec<Value>, bool) {
         assert_keys(item, &["name", "created_at", "deleted_at", "cipher"]);
         assert_timestamp(&item["created_at"]);
     }
-    (items, page["has_more"].as_bool().expect("has_more is a bool"))
+    (
+        items,
+        page["has_more"].as_bool().expect("has_more is a bool"),
+    )
 }
 
 fn stream_prefix(text: &str) -> StreamNamePrefix {
@@ -111,7 +114,11 @@ async fn list_stream_names(basin: &S2Basin, input: ListStreamsInput) -> (Vec<Str
         .list_streams(input)
         .await
         .unwrap_or_else(|err| panic!("list_streams failed: {err}"));
-    let names = page.values.iter().map(|info| info.name.to_string()).collect();
+    let names = page
+        .values
+        .iter()
+        .map(|info| info.name.to_string())
+        .collect();
     (names, page.has_more)
 }
 
@@ -156,7 +163,10 @@ async fn stream_control_plane_scenario(shards: &str) {
         ListStreamsInput::new().with_limit(0),
         ListStreamsInput::new().with_limit(5000),
     ] {
-        assert_eq!(list_stream_names(&basin, input).await, (sorted.clone(), false));
+        assert_eq!(
+            list_stream_names(&basin, input).await,
+            (sorted.clone(), false)
+        );
     }
     let logs: Vec<String> = sorted
         .iter()
@@ -176,7 +186,11 @@ async fn stream_control_plane_scenario(shards: &str) {
         if !has_more {
             break;
         }
-        assert_eq!(page.len(), 3, "a page followed by more must be full: {page:?}");
+        assert_eq!(
+            page.len(),
+            3,
+            "a page followed by more must be full: {page:?}"
+        );
         input = input.with_start_after(stream_start_after(page.last().expect("items")));
     }
     assert_eq!((seen, pages), (logs, 4));
@@ -189,20 +203,31 @@ async fn stream_control_plane_scenario(shards: &str) {
         )
         .await,
         (
-            vec!["log-06".to_owned(), "log-07".to_owned(), "log-08".to_owned(), "log-09".to_owned()],
+            vec![
+                "log-06".to_owned(),
+                "log-07".to_owned(),
+                "log-08".to_owned(),
+                "log-09".to_owned()
+            ],
             false
         )
     );
     assert_eq!(
-        list_stream_names(&basin, ListStreamsInput::new().with_prefix(stream_prefix("nothing")))
-            .await,
+        list_stream_names(
+            &basin,
+            ListStreamsInput::new().with_prefix(stream_prefix("nothing"))
+        )
+        .await,
         (Vec::new(), false)
     );
 
     // Every stream reports the global defaults, whichever shard owns it.
     for name in &names {
         assert_eq!(
-            basin.get_stream_config(stream_name(name)).await.expect("get config"),
+            basin
+                .get_stream_config(stream_name(name))
+                .await
+                .expect("get config"),
             global_defaults(),
             "stream {name:?}"
         );
@@ -217,7 +242,9 @@ async fn stream_control_plane_scenario(shards: &str) {
         "resource_already_exists",
     );
     assert!(
-        message.contains(&format!("stream `log-00` in basin `{basin_text}` already exists")),
+        message.contains(&format!(
+            "stream `log-00` in basin `{basin_text}` already exists"
+        )),
         "{message:?}"
     );
     let input = CreateStreamInput::new(stream_name("replayed"))
@@ -230,14 +257,19 @@ async fn stream_control_plane_scenario(shards: &str) {
     let infinite = StreamConfig::new().with_retention_policy(RetentionPolicy::Infinite);
     let (kind, info) = provision(
         basin
-            .ensure_stream(EnsureStreamInput::new(stream_name("metrics")).with_config(infinite.clone()))
+            .ensure_stream(
+                EnsureStreamInput::new(stream_name("metrics")).with_config(infinite.clone()),
+            )
             .await
             .expect("ensure"),
     );
     assert_eq!(kind, "updated");
     assert_eq!(Some(&info.created_at), created_at.get("metrics"));
     assert_eq!(
-        basin.get_stream_config(stream_name("metrics")).await.expect("get"),
+        basin
+            .get_stream_config(stream_name("metrics"))
+            .await
+            .expect("get"),
         global_defaults().with_retention_policy(RetentionPolicy::Infinite)
     );
     let (kind, _) = provision(
@@ -265,14 +297,18 @@ async fn stream_control_plane_scenario(shards: &str) {
     let config = basin
         .reconfigure_stream(ReconfigureStreamInput::new(
             stream_name("orders/2024/01"),
-            StreamReconfiguration::new()
-                .with_timestamping(TimestampingReconfiguration::new().with_mode(TimestampingMode::Arrival)),
+            StreamReconfiguration::new().with_timestamping(
+                TimestampingReconfiguration::new().with_mode(TimestampingMode::Arrival),
+            ),
         ))
         .await
         .expect("reconfigure");
     assert_eq!(config, expected);
     assert_eq!(
-        basin.get_stream_config(stream_name("orders/2024/01")).await.expect("get"),
+        basin
+            .get_stream_config(stream_name("orders/2024/01"))
+            .await
+            .expect("get"),
         expected
     );
 
@@ -297,9 +333,15 @@ async fn stream_control_plane_scenario(shards: &str) {
         404,
         "stream_not_found",
     );
-    eventually("the deleted stream leaves the listing", DELETION_TIMEOUT, || {
-        listed_streams(port, &basin_text, "prefix=log-03").0.is_empty()
-    })
+    eventually(
+        "the deleted stream leaves the listing",
+        DELETION_TIMEOUT,
+        || {
+            listed_streams(port, &basin_text, "prefix=log-03")
+                .0
+                .is_empty()
+        },
+    )
     .await;
     create_stream(&basin, "log-03").await;
 
@@ -332,7 +374,13 @@ fn create_stream_answers_201_and_replays_only_with_the_same_token_and_config() {
     let port = server.port();
     let basin = create_basin(port, "create", json!(null));
 
-    let created = in_basin(port, &basin, "POST", "/v1/streams", Some(&json!({ "stream": "events" })));
+    let created = in_basin(
+        port,
+        &basin,
+        "POST",
+        "/v1/streams",
+        Some(&json!({ "stream": "events" })),
+    );
     created.expect_status(201);
     assert_json_content_type(&created);
     assert_eq!(created.header("s2-provision-result"), Some("created"));
@@ -345,12 +393,20 @@ fn create_stream_answers_201_and_replays_only_with_the_same_token_and_config() {
     assert_eq!(listed_streams(port, &basin, "").0, vec![info]);
 
     let message = assert_error(
-        &in_basin(port, &basin, "POST", "/v1/streams", Some(&json!({ "stream": "events" }))),
+        &in_basin(
+            port,
+            &basin,
+            "POST",
+            "/v1/streams",
+            Some(&json!({ "stream": "events" })),
+        ),
         409,
         "resource_already_exists",
     );
     assert!(
-        message.contains(&format!("stream `events` in basin `{basin}` already exists")),
+        message.contains(&format!(
+            "stream `events` in basin `{basin}` already exists"
+        )),
         "{message:?}"
     );
 
@@ -386,15 +442,27 @@ fn create_stream_answers_201_and_replays_only_with_the_same_token_and_config() {
     assert_eq!(replay.header("s2-provision-result"), Some("noop"));
     assert_eq!(replay.json(), first.json());
 
-    let other_config = json!({ "stream": "tokened", "config": { "retention_policy": { "age": 60 } } });
-    assert_error(&with_token("stream-token-1", &other_config), 409, "resource_already_exists");
-    assert_error(&with_token("stream-token-2", &body), 409, "resource_already_exists");
+    let other_config =
+        json!({ "stream": "tokened", "config": { "retention_policy": { "age": 60 } } });
+    assert_error(
+        &with_token("stream-token-1", &other_config),
+        409,
+        "resource_already_exists",
+    );
+    assert_error(
+        &with_token("stream-token-2", &body),
+        409,
+        "resource_already_exists",
+    );
 
     // Resolved at creation, before the basin default changed.
     let mut expected = global_defaults_json();
     expected["retention_policy"] = json!({ "age": 3600 });
     assert_eq!(stream_config_json(port, &basin, "tokened"), expected);
-    assert_eq!(stream_config_json(port, &basin, "events"), global_defaults_json());
+    assert_eq!(
+        stream_config_json(port, &basin, "events"),
+        global_defaults_json()
+    );
 }
 
 // B-043, B-044, B-045, B-050, B-093
@@ -428,11 +496,18 @@ async fn stream_names_allow_any_utf8_except_nul_dot_and_dotdot() {
         create_stream(&basin, name).await;
         // The SDK percent-encodes the name as one path segment; so does the raw client.
         assert_eq!(
-            basin.get_stream_config(stream_name(name)).await.expect("get via SDK"),
+            basin
+                .get_stream_config(stream_name(name))
+                .await
+                .expect("get via SDK"),
             global_defaults(),
             "{name:?}"
         );
-        assert_eq!(stream_config_json(port, &basin_text, name), global_defaults_json(), "{name:?}");
+        assert_eq!(
+            stream_config_json(port, &basin_text, name),
+            global_defaults_json(),
+            "{name:?}"
+        );
     }
     let mut sorted = accepted.to_vec();
     sorted.sort();
@@ -447,10 +522,22 @@ async fn stream_names_allow_any_utf8_except_nul_dot_and_dotdot() {
     assert_eq!(slashed[0]["name"], "a/b/c");
 
     // A literal "%2F" in a name is decoded exactly once.
-    let response = in_basin(port, &basin_text, "GET", "/v1/streams/percent%252Fliteral", None);
+    let response = in_basin(
+        port,
+        &basin_text,
+        "GET",
+        "/v1/streams/percent%252Fliteral",
+        None,
+    );
     response.expect_status(200);
     assert_error(
-        &in_basin(port, &basin_text, "GET", "/v1/streams/percent%2Fliteral", None),
+        &in_basin(
+            port,
+            &basin_text,
+            "GET",
+            "/v1/streams/percent%2Fliteral",
+            None,
+        ),
         404,
         "stream_not_found",
     );
@@ -459,33 +546,71 @@ async fn stream_names_allow_any_utf8_except_nul_dot_and_dotdot() {
         (String::new(), "stream name must not be empty"),
         (".".to_owned(), "stream name must not be \".\" or \"..\""),
         ("..".to_owned(), "stream name must not be \".\" or \"..\""),
-        ("nul\u{0}byte".to_owned(), "stream name must not contain NUL bytes"),
-        ("y".repeat(513), "stream name must not exceed 512 bytes in length"),
+        (
+            "nul\u{0}byte".to_owned(),
+            "stream name must not contain NUL bytes",
+        ),
+        (
+            "y".repeat(513),
+            "stream name must not exceed 512 bytes in length",
+        ),
     ];
     for (name, reason) in &rejected {
         let message = assert_error(
-            &in_basin(port, &basin_text, "POST", "/v1/streams", Some(&json!({ "stream": name }))),
+            &in_basin(
+                port,
+                &basin_text,
+                "POST",
+                "/v1/streams",
+                Some(&json!({ "stream": name })),
+            ),
             400,
             "bad_json",
         );
-        assert!(message.contains(reason), "{name:?}: {message:?} lacks {reason:?}");
+        assert!(
+            message.contains(reason),
+            "{name:?}: {message:?} lacks {reason:?}"
+        );
         if !name.is_empty() {
             let path = format!("/v1/streams/{}", encode(name).replace('.', "%2E"));
-            let message = assert_error(&in_basin(port, &basin_text, "GET", &path, None), 400, "bad_path");
-            assert!(message.contains(reason), "{name:?}: {message:?} lacks {reason:?}");
-            assert_error(&in_basin(port, &basin_text, "PUT", &path, None), 400, "bad_path");
+            let message = assert_error(
+                &in_basin(port, &basin_text, "GET", &path, None),
+                400,
+                "bad_path",
+            );
+            assert!(
+                message.contains(reason),
+                "{name:?}: {message:?} lacks {reason:?}"
+            );
+            assert_error(
+                &in_basin(port, &basin_text, "PUT", &path, None),
+                400,
+                "bad_path",
+            );
         }
     }
-    assert_eq!(listed_streams(port, &basin_text, "").0.len(), accepted.len());
+    assert_eq!(
+        listed_streams(port, &basin_text, "").0.len(),
+        accepted.len()
+    );
 
     // List parameters: NUL is rejected, "." is a fine prefix.
     for query in ["prefix=%00", "start_after=a%00b"] {
         let message = assert_error(
-            &in_basin(port, &basin_text, "GET", &format!("/v1/streams?{query}"), None),
+            &in_basin(
+                port,
+                &basin_text,
+                "GET",
+                &format!("/v1/streams?{query}"),
+                None,
+            ),
             400,
             "bad_query",
         );
-        assert!(message.contains("must not contain NUL bytes"), "{query}: {message:?}");
+        assert!(
+            message.contains("must not contain NUL bytes"),
+            "{query}: {message:?}"
+        );
     }
     let (dotted, has_more) = listed_streams(port, &basin_text, "prefix=.");
     assert_eq!(dotted.len(), 2, "{dotted:?}");
@@ -573,9 +698,18 @@ async fn stream_config_resolves_stream_then_basin_then_global_defaults() {
 
     // A basin with no defaults gives the global defaults.
     let bare = create_basin(port, "resolve-bare", json!({}));
-    in_basin(port, &bare, "POST", "/v1/streams", Some(&json!({ "stream": "global" })))
-        .expect_status(201);
-    assert_eq!(stream_config_json(port, &bare, "global"), global_defaults_json());
+    in_basin(
+        port,
+        &bare,
+        "POST",
+        "/v1/streams",
+        Some(&json!({ "stream": "global" })),
+    )
+    .expect_status(201);
+    assert_eq!(
+        stream_config_json(port, &bare, "global"),
+        global_defaults_json()
+    );
 
     // Changing basin defaults and cipher leaves existing streams exactly as they were.
     let listed_before = listed_streams(port, &basin, "").0;
@@ -651,7 +785,11 @@ async fn ensure_stream_creates_or_fully_replaces_the_config() {
     put(Some(&tuned), 200, "noop");
 
     // A full replace: what the body leaves out goes back to basin or global defaults.
-    put(Some(&json!({ "delete_on_empty": { "min_age_secs": 120 } })), 200, "updated");
+    put(
+        Some(&json!({ "delete_on_empty": { "min_age_secs": 120 } })),
+        200,
+        "updated",
+    );
     let mut expected = basin_resolved.clone();
     expected["delete_on_empty"] = json!({ "min_age_secs": 120 });
     assert_eq!(stream_config_json(port, &basin, "ensured"), expected);
@@ -659,12 +797,22 @@ async fn ensure_stream_creates_or_fully_replaces_the_config() {
     put(None, 200, "updated");
     assert_eq!(stream_config_json(port, &basin, "ensured"), basin_resolved);
     // A config that resolves to what is stored is a noop.
-    put(Some(&json!({ "retention_policy": { "age": 3600 } })), 200, "noop");
+    put(
+        Some(&json!({ "retention_policy": { "age": 3600 } })),
+        200,
+        "noop",
+    );
     let same = put(Some(&json!({ "storage_class": "express" })), 200, "noop");
     assert_eq!(same["created_at"], created["created_at"]);
 
     assert_error(
-        &in_basin(port, &basin, "PUT", &path, Some(&json!({ "retention_policy": { "age": 0 } }))),
+        &in_basin(
+            port,
+            &basin,
+            "PUT",
+            &path,
+            Some(&json!({ "retention_policy": { "age": 0 } })),
+        ),
         422,
         "invalid",
     );
@@ -767,19 +915,33 @@ async fn reconfigure_stream_applies_absent_null_and_set_fields() {
     assert_eq!(patch(json!({})), expected, "{{}} changes nothing");
 
     expected["retention_policy"] = json!({ "age": 3600 });
-    assert_eq!(patch(json!({ "retention_policy": null })), expected, "basin default");
+    assert_eq!(
+        patch(json!({ "retention_policy": null })),
+        expected,
+        "basin default"
+    );
 
     expected["storage_class"] = json!("express");
-    assert_eq!(patch(json!({ "storage_class": null })), expected, "global default");
+    assert_eq!(
+        patch(json!({ "storage_class": null })),
+        expected,
+        "global default"
+    );
 
     expected["timestamping"]["mode"] = json!("client-prefer");
     assert_eq!(patch(json!({ "timestamping": { "mode": null } })), expected);
 
     expected["timestamping"]["uncapped"] = json!(true);
-    assert_eq!(patch(json!({ "timestamping": { "uncapped": null } })), expected);
+    assert_eq!(
+        patch(json!({ "timestamping": { "uncapped": null } })),
+        expected
+    );
 
     expected["timestamping"]["mode"] = json!("arrival");
-    assert_eq!(patch(json!({ "timestamping": { "mode": "arrival" } })), expected);
+    assert_eq!(
+        patch(json!({ "timestamping": { "mode": "arrival" } })),
+        expected
+    );
 
     expected["timestamping"] = json!({ "mode": "client-prefer", "uncapped": true });
     assert_eq!(patch(json!({ "timestamping": null })), expected);
@@ -788,27 +950,54 @@ async fn reconfigure_stream_applies_absent_null_and_set_fields() {
     assert_eq!(patch(json!({ "delete_on_empty": null })), expected);
 
     expected["delete_on_empty"] = json!({ "min_age_secs": 30 });
-    assert_eq!(patch(json!({ "delete_on_empty": { "min_age_secs": 30 } })), expected);
+    assert_eq!(
+        patch(json!({ "delete_on_empty": { "min_age_secs": 30 } })),
+        expected
+    );
 
     expected["retention_policy"] = json!({ "infinite": {} });
-    assert_eq!(patch(json!({ "retention_policy": { "infinite": {} } })), expected);
+    assert_eq!(
+        patch(json!({ "retention_policy": { "infinite": {} } })),
+        expected
+    );
 
     expected["storage_class"] = json!("another-class");
     assert_eq!(patch(json!({ "storage_class": "another-class" })), expected);
 
     let message = assert_error(
-        &in_basin(port, &basin, "PATCH", &path, Some(&json!({ "retention_policy": { "age": 0 } }))),
+        &in_basin(
+            port,
+            &basin,
+            "PATCH",
+            &path,
+            Some(&json!({ "retention_policy": { "age": 0 } })),
+        ),
         422,
         "invalid",
     );
-    assert!(message.contains("age must be greater than 0 seconds"), "{message:?}");
+    assert!(
+        message.contains("age must be greater than 0 seconds"),
+        "{message:?}"
+    );
     assert_error(
-        &in_basin(port, &basin, "PATCH", &path, Some(&json!({ "retention_policy": "forever" }))),
+        &in_basin(
+            port,
+            &basin,
+            "PATCH",
+            &path,
+            Some(&json!({ "retention_policy": "forever" })),
+        ),
         400,
         "bad_json",
     );
     assert_error(
-        &in_basin(port, &basin, "PATCH", &path, Some(&json!({ "timestamping": { "mode": "sundial" } }))),
+        &in_basin(
+            port,
+            &basin,
+            "PATCH",
+            &path,
+            Some(&json!({ "timestamping": { "mode": "sundial" } })),
+        ),
         400,
         "bad_json",
     );
@@ -830,7 +1019,13 @@ async fn reconfigure_stream_applies_absent_null_and_set_fields() {
 
     // Missing stream, missing basin.
     let message = assert_error(
-        &in_basin(port, &basin, "PATCH", &stream_path("absent"), Some(&json!({}))),
+        &in_basin(
+            port,
+            &basin,
+            "PATCH",
+            &stream_path("absent"),
+            Some(&json!({})),
+        ),
         404,
         "stream_not_found",
     );
@@ -866,18 +1061,32 @@ async fn deleted_stream_is_pending_then_gone_and_reusable() {
     // While deletion is pending.
     let again = in_basin(port, &basin_text, "DELETE", &path, None);
     again.expect_status(202);
-    assert_error(&in_basin(port, &basin_text, "GET", &path, None), 409, "stream_deletion_pending");
+    assert_error(
+        &in_basin(port, &basin_text, "GET", &path, None),
+        409,
+        "stream_deletion_pending",
+    );
     assert_error(
         &in_basin(port, &basin_text, "PATCH", &path, Some(&json!({}))),
         409,
         "stream_deletion_pending",
     );
     assert_error(
-        &in_basin(port, &basin_text, "POST", "/v1/streams", Some(&json!({ "stream": "doomed" }))),
+        &in_basin(
+            port,
+            &basin_text,
+            "POST",
+            "/v1/streams",
+            Some(&json!({ "stream": "doomed" })),
+        ),
         409,
         "stream_deletion_pending",
     );
-    assert_error(&in_basin(port, &basin_text, "PUT", &path, None), 409, "stream_deletion_pending");
+    assert_error(
+        &in_basin(port, &basin_text, "PUT", &path, None),
+        409,
+        "stream_deletion_pending",
+    );
     let (listed, _) = listed_streams(port, &basin_text, "prefix=doomed");
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_timestamp(&listed[0]["deleted_at"]);
@@ -905,16 +1114,28 @@ async fn deleted_stream_is_pending_then_gone_and_reusable() {
     );
 
     assert_error(
-        &in_basin(port, &basin_text, "DELETE", &stream_path("never-created"), None),
+        &in_basin(
+            port,
+            &basin_text,
+            "DELETE",
+            &stream_path("never-created"),
+            None,
+        ),
         404,
         "stream_not_found",
     );
 
     eventually("the deleted stream is gone", DELETION_TIMEOUT, || {
-        listed_streams(port, &basin_text, "prefix=doomed").0.is_empty()
+        listed_streams(port, &basin_text, "prefix=doomed")
+            .0
+            .is_empty()
     })
     .await;
-    assert_error(&in_basin(port, &basin_text, "GET", &path, None), 404, "stream_not_found");
+    assert_error(
+        &in_basin(port, &basin_text, "GET", &path, None),
+        404,
+        "stream_not_found",
+    );
     let (remaining, _) = listed_streams(port, &basin_text, "");
     assert_eq!(remaining.len(), 1);
     assert_eq!(remaining[0]["name"], "keeper");
@@ -928,7 +1149,10 @@ async fn deleted_stream_is_pending_then_gone_and_reusable() {
     );
     reborn.expect_status(201);
     assert_eq!(reborn.json()["deleted_at"], Value::Null);
-    assert_eq!(stream_config_json(port, &basin_text, "doomed"), global_defaults_json());
+    assert_eq!(
+        stream_config_json(port, &basin_text, "doomed"),
+        global_defaults_json()
+    );
 }
 
 // B-092, B-096, B-102, B-108
@@ -941,19 +1165,37 @@ async fn stream_routes_report_missing_basins_and_streams() {
     let ghost_basin = s2.basin(basin_name(&ghost));
 
     assert_error(
-        &in_basin(port, &ghost, "POST", "/v1/streams", Some(&json!({ "stream": "s" }))),
+        &in_basin(
+            port,
+            &ghost,
+            "POST",
+            "/v1/streams",
+            Some(&json!({ "stream": "s" })),
+        ),
         404,
         "basin_not_found",
     );
-    assert_error(&in_basin(port, &ghost, "GET", "/v1/streams", None), 404, "basin_not_found");
-    assert_error(&in_basin(port, &ghost, "PUT", &stream_path("s"), None), 404, "basin_not_found");
+    assert_error(
+        &in_basin(port, &ghost, "GET", "/v1/streams", None),
+        404,
+        "basin_not_found",
+    );
+    assert_error(
+        &in_basin(port, &ghost, "PUT", &stream_path("s"), None),
+        404,
+        "basin_not_found",
+    );
     assert_error(
         &in_basin(port, &ghost, "PATCH", &stream_path("s"), Some(&json!({}))),
         404,
         "basin_not_found",
     );
     // Getting a config does not look at the basin.
-    assert_error(&in_basin(port, &ghost, "GET", &stream_path("s"), None), 404, "stream_not_found");
+    assert_error(
+        &in_basin(port, &ghost, "GET", &stream_path("s"), None),
+        404,
+        "stream_not_found",
+    );
 
     expect_server_error(
         ghost_basin
@@ -1008,7 +1250,13 @@ async fn streams_in_an_encrypted_basin_show_the_cipher() {
         .expect("create stream");
     assert_eq!(info.cipher, Some(EncryptionAlgorithm::Aes256Gcm));
 
-    let created = in_basin(port, &basin_text, "POST", "/v1/streams", Some(&json!({ "stream": "raw-sealed" })));
+    let created = in_basin(
+        port,
+        &basin_text,
+        "POST",
+        "/v1/streams",
+        Some(&json!({ "stream": "raw-sealed" })),
+    );
     created.expect_status(201);
     assert_eq!(created.json()["cipher"], "aes-256-gcm");
 
@@ -1016,5 +1264,8 @@ async fn streams_in_an_encrypted_basin_show_the_cipher() {
     let ciphers: Vec<Value> = listed.iter().map(|item| item["cipher"].clone()).collect();
     assert_eq!(ciphers, vec![json!("aes-256-gcm"), json!("aes-256-gcm")]);
     // The cipher is not part of the stream config.
-    assert_eq!(stream_config_json(port, &basin_text, "sealed"), global_defaults_json());
+    assert_eq!(
+        stream_config_json(port, &basin_text, "sealed"),
+        global_defaults_json()
+    );
 }
