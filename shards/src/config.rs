@@ -130,17 +130,12 @@ impl StreamConfig {
 }
 
 /// One field of a reconfiguration: leave it, clear it, or set it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Patch<T> {
+    #[default]
     Keep,
     Clear,
     Set(T),
-}
-
-impl<T> Default for Patch<T> {
-    fn default() -> Self {
-        Patch::Keep
-    }
 }
 
 impl<T: Clone> Patch<T> {

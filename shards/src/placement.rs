@@ -1,8 +1,6 @@
 //! Which shard owns what. A runtime fact only: nothing persisted depends on it, so the
 //! server may restart with any shard count.
 
-use std::hash::{BuildHasher, Hash, Hasher};
-
 use crate::names::{BasinName, StreamName};
 
 /// Index of a shard, `0..shard_count`.
@@ -10,7 +8,7 @@ pub type ShardId = usize;
 
 /// Fixed seeds make placement deterministic for a given build and shard count.
 const SEEDS: [u64; 4] = [
-    0x5eed_0f_51_u64,
+    0x5eed_0f51_u64,
     0x9e37_79b9_7f4a_7c15,
     0xc2b2_ae3d_27d4_eb4f,
     0x1656_67b1_9e37_79f9,
@@ -37,17 +35,14 @@ impl Placement {
 
     /// The shard that owns a stream: its tail, fencing token, appends and followers.
     pub fn stream_owner(&self, basin: &BasinName, stream: &StreamName) -> ShardId {
-        let mut h = self.hasher.build_hasher();
-        basin.as_str().hash(&mut h);
-        stream.as_str().hash(&mut h);
-        (h.finish() % self.shard_count as u64) as ShardId
+        let h = self.hasher.hash_one((basin.as_str(), stream.as_str()));
+        (h % self.shard_count as u64) as ShardId
     }
 
     /// The shard that serialises changes to a basin's metadata.
     pub fn basin_owner(&self, basin: &BasinName) -> ShardId {
-        let mut h = self.hasher.build_hasher();
-        basin.as_str().hash(&mut h);
-        (h.finish() % self.shard_count as u64) as ShardId
+        let h = self.hasher.hash_one(basin.as_str());
+        (h % self.shard_count as u64) as ShardId
     }
 }
 

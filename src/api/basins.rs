@@ -8,9 +8,7 @@ use serde_json::json;
 use sluice_shards::names::{BasinFilter, BasinName};
 use sluice_shards::Shard;
 
-use super::wire::{
-    self, BasinConfigJson, BasinReconfigurationJson, CreateBasinRequest, EnsureBasinRequest,
-};
+use super::wire::{self, BasinReconfigurationJson, CreateBasinRequest, EnsureBasinRequest};
 use super::{headers, ApiError, ApiResult, Body};
 
 fn basin_from_path(raw: &str) -> ApiResult<BasinName> {
@@ -56,10 +54,7 @@ pub async fn ensure(
         Some(body) => wire::parse(&body)?,
         None => EnsureBasinRequest::default(),
     };
-    let config = request
-        .config
-        .unwrap_or_else(BasinConfigJson::default)
-        .validate()?;
+    let config = request.config.unwrap_or_default().validate()?;
     let (info, provision) = shard.ensure_basin(basin, config).await?;
     Ok(super::json(
         &headers,

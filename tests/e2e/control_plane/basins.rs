@@ -192,7 +192,7 @@ fn basin_names_follow_the_naming_rules_in_bodies_and_paths() {
     assert_eq!(names, expected);
 }
 
-// B-061, B-062, B-063
+// B-001 (the SDK speaks h2c with prior knowledge), B-061, B-062, B-063
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_basin_conflicts_unless_replayed_with_the_same_token_and_config() {
     let server = start();

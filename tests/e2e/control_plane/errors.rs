@@ -66,7 +66,7 @@ fn basin_count(port: u16) -> usize {
         .len()
 }
 
-// B-004
+// B-002 (every raw request here is HTTP/1.1), B-004
 #[test]
 fn unknown_paths_answer_404() {
     let server = start();
@@ -519,7 +519,7 @@ fn json_bodies_allow_unknown_fields_and_media_type_parameters() {
     listed.json();
 }
 
-// B-020, B-022, B-023
+// B-020, B-021, B-022, B-023
 #[test]
 fn basin_header_problems_are_bad_header() {
     let server = start();
@@ -609,7 +609,7 @@ fn basin_header_problems_are_bad_header() {
     );
 }
 
-// B-020, B-024, B-025
+// B-020, B-021, B-024, B-025
 #[test]
 fn bad_paths_and_queries() {
     let server = start();
@@ -672,7 +672,7 @@ fn bad_paths_and_queries() {
     }
 }
 
-// B-020, B-026, B-027
+// B-020, B-021, B-026, B-027
 #[test]
 fn json_bodies_need_the_json_content_type_and_valid_json() {
     let server = start();

@@ -39,8 +39,9 @@ impl Moto {
             );
         }
         let port = free_port();
+        let port_text = port.to_string();
         let child = Command::new(&binary)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-H", "127.0.0.1", "-p", port_text.as_str()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
