@@ -160,6 +160,30 @@ impl Server {
             .unwrap_or_else(|err| panic!("cannot reap sluice: {err}"));
     }
 
+    /// Sends SIGTERM and waits up to `timeout` for the process to exit on its own.
+    pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        self.assert_alive();
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap_or_else(|err| panic!("cannot run kill: {err}"));
+        assert!(status.success(), "kill -TERM failed: {status}");
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return status,
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Ok(None) => panic!(
+                    "sluice did not exit within {timeout:?} of SIGTERM; stderr:\n{}",
+                    self.stderr_text()
+                ),
+                Err(err) => panic!("cannot query the sluice process: {err}"),
+            }
+        }
+    }
+
     fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let _ = self.child.kill();
         self.child.wait().ok()
