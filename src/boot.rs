@@ -52,6 +52,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let (ready_tx, ready_rx) = crossbeam_channel::bounded(shard_count);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let options = EngineOptions {
+        append_inflight_bytes: cli.append_inflight_bytes,
         deletion_delay: cli.deletion_delay(),
     };
     let handles = spawn_shards(shard_count, sidecar.storage(), options, move |shard| {

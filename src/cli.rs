@@ -58,6 +58,11 @@ pub struct Cli {
     #[arg(long, env = "SLUICE_NO_CORS")]
     pub no_cors: bool,
 
+    /// Bound on the metered bytes of appends in flight across the server; appends past it
+    /// wait. Accepts a plain byte count or a KiB/MiB/GiB suffix.
+    #[arg(long, env = "SLUICE_APPEND_INFLIGHT_BYTES", default_value = "128MiB", value_parser = parse_bytes)]
+    pub append_inflight_bytes: u64,
+
     /// How long a deleted basin or stream is reported as "deletion pending" before it is
     /// removed in the background, in milliseconds.
     #[arg(long, env = "SLUICE_DELETION_DELAY_MS", default_value_t = 2000)]
@@ -88,5 +93,39 @@ impl Cli {
 
     pub fn tls_enabled(&self) -> bool {
         self.tls_self || self.tls_cert.is_some()
+    }
+}
+
+/// `1048576`, `64KiB`, `128MiB`, `1GiB`.
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((text, ""), |i| text.split_at(i));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a byte count"))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => return Err(format!("unknown unit `{other}`: use KiB, MiB or GiB")),
+    };
+    n.checked_mul(scale)
+        .filter(|&b| b > 0)
+        .ok_or_else(|| format!("`{text}` is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn byte_counts() {
+        assert_eq!(parse_bytes("128MiB"), Ok(128 << 20));
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert!(parse_bytes("0").is_err());
+        assert!(parse_bytes("12MB").is_err());
     }
 }

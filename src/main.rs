@@ -4,6 +4,7 @@ mod api;
 mod boot;
 mod cli;
 mod front;
+mod wire;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;

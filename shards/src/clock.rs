@@ -17,3 +17,10 @@ impl UnixNanos {
         UnixNanos(since.as_nanos() as u64)
     }
 }
+
+/// Milliseconds since the Unix epoch: the unit of record timestamps.
+pub fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

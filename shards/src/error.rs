@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::names::{BasinName, StreamName};
+use crate::records::{FencingToken, Position};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EngineError {
@@ -28,11 +29,28 @@ pub enum EngineError {
         basin: BasinName,
         stream: StreamName,
     },
+    #[error("append condition failed")]
+    ConditionFailed(ConditionFailed),
+    /// Well-formed but semantically invalid input (422).
+    #[error("{0}")]
+    Invalid(String),
+    /// A read starts past what it may read; carries the durable tail (416).
+    #[error("read from an unwritten position")]
+    Unwritten(Position),
     #[error("storage error: {0}")]
     Storage(#[from] StorageError),
     /// A shard or the storage sidecar is gone (shutting down, or it failed).
     #[error("unavailable: {0}")]
     Unavailable(&'static str),
+}
+
+/// Why an append's condition failed (412).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConditionFailed {
+    /// The current fencing token, which the append did not match.
+    FencingTokenMismatch(FencingToken),
+    /// The seq_num the first record would have received.
+    SeqNumMismatch(u64),
 }
 
 /// A failure of the storage sidecar: SlateDB, the object store, or undecodable data.

@@ -11,8 +11,10 @@ mod locks;
 pub mod mesh;
 pub mod names;
 pub mod placement;
+pub mod records;
 pub mod shard;
 pub mod storage;
+pub mod streamer;
 
 pub use error::{EngineError, StorageError};
 pub use shard::{EngineOptions, Shard};

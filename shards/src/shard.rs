@@ -1,10 +1,13 @@
 //! A shard: one pinned glommio executor's share of the engine. It owns, outright, the
 //! basins and streams placed on it; other threads reach them only by sending it a job.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 
+use glommio::sync::Semaphore;
 use tracing::debug;
 
 use crate::catalogue::resume_background_work;
@@ -14,10 +17,14 @@ use crate::mesh::{Inbox, Job, Mesh};
 use crate::names::{BasinName, StreamName};
 use crate::placement::{Placement, ShardId};
 use crate::storage::Storage;
+use crate::streamer::{StreamKey, Streamer};
 
 /// Engine settings shared by every shard.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
+    /// Server-wide bound on the metered bytes of appends in flight, split evenly across
+    /// shards; appends past it wait.
+    pub append_inflight_bytes: u64,
     /// How long a deleted basin or stream stays visible as "deletion pending" before the
     /// background cleanup starts removing it.
     pub deletion_delay: Duration,
@@ -26,6 +33,7 @@ pub struct EngineOptions {
 impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
+            append_inflight_bytes: 128 * 1024 * 1024,
             deletion_delay: Duration::from_secs(2),
         }
     }
@@ -39,6 +47,10 @@ pub struct Shard {
     pub(crate) options: EngineOptions,
     pub(crate) basin_locks: KeyedLocks<BasinName>,
     pub(crate) stream_locks: KeyedLocks<(BasinName, StreamName)>,
+    pub(crate) streamers: RefCell<HashMap<StreamKey, Rc<RefCell<Streamer>>>>,
+    /// This shard's share of the in-flight append byte budget.
+    pub(crate) admission: Rc<Semaphore>,
+    pub(crate) admission_units: u64,
 }
 
 impl Shard {
@@ -50,8 +62,13 @@ impl Shard {
         storage: Storage,
         options: EngineOptions,
     ) -> Rc<Shard> {
+        let admission_units =
+            (options.append_inflight_bytes / placement.shard_count() as u64).max(1);
         let shard = Rc::new(Shard {
             id,
+            streamers: RefCell::new(HashMap::new()),
+            admission: Rc::new(Semaphore::new(admission_units)),
+            admission_units,
             placement,
             mesh,
             storage,

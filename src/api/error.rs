@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
+use sluice_shards::error::ConditionFailed;
 use sluice_shards::{EngineError, StorageError};
 
 use super::Body;
@@ -17,6 +18,10 @@ pub enum ApiError {
     BadPath(String),
     #[error("{0}")]
     BadQuery(String),
+    #[error("{0}")]
+    BadProto(String),
+    #[error("Failed to decode S2S frame: {0}")]
+    BadFrame(String),
     #[error("{0}")]
     Invalid(String),
     #[error("Not implemented")]
@@ -60,6 +65,8 @@ impl ApiError {
             ApiError::BadJson(_) => (StatusCode::BAD_REQUEST, "bad_json"),
             ApiError::BadPath(_) => (StatusCode::BAD_REQUEST, "bad_path"),
             ApiError::BadQuery(_) => (StatusCode::BAD_REQUEST, "bad_query"),
+            ApiError::BadProto(_) => (StatusCode::BAD_REQUEST, "bad_proto"),
+            ApiError::BadFrame(_) => (StatusCode::BAD_REQUEST, "bad_frame"),
             ApiError::BodyRead(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             ApiError::NotImplemented => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),
@@ -83,6 +90,11 @@ impl ApiError {
                 E::StreamDeletionPending { .. } => {
                     (StatusCode::CONFLICT, "stream_deletion_pending")
                 }
+                E::ConditionFailed(_) => {
+                    (StatusCode::PRECONDITION_FAILED, "append_condition_failed")
+                }
+                E::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+                E::Unwritten(_) => (StatusCode::RANGE_NOT_SATISFIABLE, "read_unwritten"),
                 E::Storage(StorageError::SidecarGone) | E::Unavailable(_) => {
                     (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
                 }
@@ -91,13 +103,32 @@ impl ApiError {
         }
     }
 
-    pub fn into_response(self) -> Response<Body> {
+    /// The HTTP status and JSON body of this error: `{code, message}`, except 412 and 416,
+    /// whose bodies say what the condition or the tail was (API §1.1). Also what S2S
+    /// terminal frames and SSE error events carry.
+    pub fn status_and_body(&self) -> (StatusCode, String) {
         let (status, code) = self.status_code();
+        let body = match self {
+            ApiError::Engine(EngineError::ConditionFailed(c)) => match c {
+                ConditionFailed::FencingTokenMismatch(t) => {
+                    serde_json::json!({ "fencing_token_mismatch": t.as_str() })
+                }
+                ConditionFailed::SeqNumMismatch(n) => serde_json::json!({ "seq_num_mismatch": n }),
+            },
+            ApiError::Engine(EngineError::Unwritten(tail)) => serde_json::json!({
+                "tail": { "seq_num": tail.seq_num, "timestamp": tail.timestamp }
+            }),
+            _ => serde_json::json!({ "code": code, "message": self.to_string() }),
+        };
+        (status, body.to_string())
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let (status, body) = self.status_and_body();
         if status.is_server_error() {
             tracing::warn!(%status, error = %self, "request failed");
         }
-        let body = serde_json::json!({ "code": code, "message": self.to_string() });
-        let mut resp = Response::new(super::full(Bytes::from(body.to_string())));
+        let mut resp = Response::new(super::full(Bytes::from(body)));
         *resp.status_mut() = status;
         resp.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -38,6 +38,37 @@ fn is_json(media: &str) -> bool {
     }
 }
 
+fn first_of(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(first_media_type)
+}
+
+/// `Content-Type: s2s/proto` (either part in any case): an S2S session.
+pub fn is_s2s(headers: &HeaderMap) -> bool {
+    first_of(headers, header::CONTENT_TYPE).is_some_and(|m| m == "s2s/proto")
+}
+
+fn is_protobuf(media: &str) -> bool {
+    media == "application/protobuf" || media == "application/x-protobuf"
+}
+
+/// A protobuf request body.
+pub fn content_is_protobuf(headers: &HeaderMap) -> bool {
+    first_of(headers, header::CONTENT_TYPE).is_some_and(|m| is_protobuf(&m))
+}
+
+/// The first `Accept` media type asks for protobuf.
+pub fn accepts_protobuf(headers: &HeaderMap) -> bool {
+    first_of(headers, header::ACCEPT).is_some_and(|m| is_protobuf(&m))
+}
+
+/// The first `Accept` media type asks for server-sent events.
+pub fn accepts_event_stream(headers: &HeaderMap) -> bool {
+    first_of(headers, header::ACCEPT).is_some_and(|m| m == "text/event-stream")
+}
+
 /// Whether the request declares a JSON body; `None` when it declares no content type.
 pub fn content_is_json(headers: &HeaderMap) -> Option<bool> {
     let value = headers.get(header::CONTENT_TYPE)?;

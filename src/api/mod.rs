@@ -7,6 +7,7 @@ mod body;
 mod error;
 mod headers;
 mod misc;
+mod records;
 mod streams;
 mod wire;
 
@@ -131,14 +132,21 @@ async fn route(shard: &Rc<Shard>, req: Request<Incoming>) -> ApiResult<Response<
                 _ => Err(not_allowed("GET, PUT, PATCH, DELETE")),
             }
         }
-        ["v1", "streams", _, "records"] => match method {
-            Method::GET | Method::POST => Err(ApiError::NotImplemented),
-            _ => Err(not_allowed("GET, POST")),
-        },
-        ["v1", "streams", _, "records", "tail"] => match method {
-            Method::GET => Err(ApiError::NotImplemented),
-            _ => Err(not_allowed("GET")),
-        },
+        ["v1", "streams", name, "records"] => {
+            let name = *name;
+            match method {
+                Method::GET => records::read(shard, name, req).await,
+                Method::POST => records::append(shard, name, req).await,
+                _ => Err(not_allowed("GET, POST")),
+            }
+        }
+        ["v1", "streams", name, "records", "tail"] => {
+            let name = *name;
+            match method {
+                Method::GET => records::check_tail(shard, name, req).await,
+                _ => Err(not_allowed("GET")),
+            }
+        }
         ["v1", "access-tokens"] => match method {
             Method::GET => misc::list_access_tokens(&req),
             Method::POST => misc::issue_access_token(req).await,

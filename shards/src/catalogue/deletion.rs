@@ -53,22 +53,42 @@ pub(crate) fn schedule_basin_deletion(shard: &Rc<Shard>, basin: BasinName) {
 }
 
 impl Shard {
-    /// Remove a deleted stream's metadata and its queue marker.
+    /// Remove a deleted stream's records, state and metadata, then its queue marker. The
+    /// records go first, in pages, so a crash midway leaves the marker to resume from.
     async fn clean_up_stream(&self, basin: &BasinName, stream: &StreamName) -> Result<()> {
-        let _guard = self
-            .stream_locks
-            .lock((basin.clone(), stream.clone()))
-            .await;
+        let key = (basin.clone(), stream.clone());
+        let _guard = self.stream_locks.lock(key.clone()).await;
         let mut batch = WriteBatch::new();
         if let Some(meta) = self.stream_meta(basin, stream).await? {
             if meta.deleted_at.is_some() {
+                let id = meta.id.0;
+                for kind in [KeyKind::Record, KeyKind::TimestampIndex] {
+                    self.delete_range(keys::stream_id_range(kind, id)).await?;
+                }
+                batch.delete(keys::stream_state(id));
                 batch.delete(keys::stream_meta(basin, stream));
             }
         }
         batch.delete(keys::stream_cleanup(basin, stream));
         self.storage.write(batch).await?;
+        self.refresh_streamer(&key, None);
         info!(%basin, %stream, "stream removed");
         Ok(())
+    }
+
+    /// Delete every key in `range`, a page at a time.
+    async fn delete_range(&self, range: std::ops::Range<Bytes>) -> Result<()> {
+        loop {
+            let rows = self.storage.scan(range.clone(), LIST_LIMIT_MAX).await?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let mut batch = WriteBatch::new();
+            for (key, _) in &rows {
+                batch.delete(key);
+            }
+            self.storage.write(batch).await?;
+        }
     }
 
     /// One pass of a basin's deletion: delete every stream still in it; once none is left,
@@ -149,7 +169,7 @@ async fn resume_kind(shard: &Rc<Shard>, kind: KeyKind) -> Result<()> {
                         }
                     }
                 }
-                KeyKind::BasinMeta | KeyKind::StreamMeta => {}
+                _ => {}
             }
         }
         match rows.last() {

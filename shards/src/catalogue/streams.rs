@@ -16,6 +16,7 @@ use crate::error::{EngineError, Result};
 use crate::names::{BasinName, StreamFilter, StreamName};
 use crate::shard::Shard;
 use crate::storage::keys::{self, NameRange};
+use crate::streamer::AutoCreate;
 
 impl StreamMeta {
     fn info(&self, name: StreamName) -> StreamInfo {
@@ -181,6 +182,7 @@ impl Shard {
                 Some(mut m) => {
                     m.config = config;
                     shard.put_stream_meta(&basin, &stream, &m).await?;
+                    shard.refresh_streamer(&(basin.clone(), stream.clone()), Some(&m));
                     Ok((m.info(stream), Provision::Updated))
                 }
                 None => {
@@ -198,6 +200,42 @@ impl Shard {
             }
         })
         .await
+    }
+
+    /// Create a missing stream for a data-plane request, if the basin allows it. Runs on
+    /// the owner. A stream created meanwhile by someone else is fine.
+    pub(crate) async fn create_for_data(
+        self: &Rc<Self>,
+        basin: &BasinName,
+        stream: &StreamName,
+        auto_create: AutoCreate,
+    ) -> Result<()> {
+        let _guard = self
+            .stream_locks
+            .lock((basin.clone(), stream.clone()))
+            .await;
+        let basin_meta = self.active_basin(basin).await?;
+        let config = &basin_meta.config;
+        let spec = match auto_create {
+            AutoCreate::OnAppend(spec) if config.create_stream_on_append => spec,
+            AutoCreate::OnRead(spec) if config.create_stream_on_read => spec,
+            _ => return Err(not_found(basin, stream)),
+        };
+        match self.stream_meta(basin, stream).await? {
+            Some(m) if m.deleted_at.is_some() => Err(deletion_pending(basin, stream)),
+            Some(_) => Ok(()),
+            None => {
+                let meta = StreamMeta {
+                    id: StreamId::random(),
+                    config: spec.resolve(&config.default_stream_config),
+                    cipher: config.stream_cipher,
+                    created_at: UnixNanos::now(),
+                    deleted_at: None,
+                    creation: None,
+                };
+                self.put_stream_meta(basin, stream, &meta).await
+            }
+        }
     }
 
     /// A stream's resolved configuration. The basin is not consulted.
@@ -236,6 +274,7 @@ impl Shard {
                 .reconfigure(&patch, &basin_meta.config.default_stream_config);
             if meta.config != before {
                 shard.put_stream_meta(&basin, &stream, &meta).await?;
+                shard.refresh_streamer(&(basin.clone(), stream.clone()), Some(&meta));
             }
             Ok(meta.config)
         })
@@ -266,6 +305,7 @@ impl Shard {
             batch.put(keys::stream_meta(&basin, &stream), encode(&meta));
             batch.put(keys::stream_cleanup(&basin, &stream), b"");
             shard.storage.write(batch).await?;
+            shard.refresh_streamer(&(basin.clone(), stream.clone()), Some(&meta));
             deletion::schedule_stream_cleanup(&shard, basin, stream);
             Ok(())
         })

@@ -6,6 +6,15 @@
 //! | 0x02 | `02 basin 00 stream`                         | [`StreamMeta`] as JSON       |
 //! | 0x03 | `03 basin`                                   | empty: basin deletion queued |
 //! | 0x04 | `04 basin 00 stream`                         | empty: stream cleanup queued |
+//! | 0x10 | `10 id(16) seq_num(8)`                       | a record (`streamer::codec`) |
+//! | 0x11 | `11 id(16) last_timestamp(8) first_seq(8)`   | empty: one per append batch  |
+//! | 0x12 | `12 id(16)`                                  | stream state (`streamer::codec`) |
+//!
+//! Integers are big-endian so keys sort numerically. `id` is the stream's random 128-bit
+//! id (`StreamMeta::id`), so records never depend on names. The `11` index has one entry
+//! per append batch keyed by the batch's last timestamp: timestamps never decrease along a
+//! stream, so the first entry with `last_timestamp >= T` names the batch holding the first
+//! record at or after `T`.
 //!
 //! Names never contain NUL, so `00` separates basin from stream and keeps streams of one
 //! basin contiguous and sorted by name. Nothing here depends on the shard count.
@@ -25,6 +34,9 @@ pub enum KeyKind {
     StreamMeta = 0x02,
     BasinDeletion = 0x03,
     StreamCleanup = 0x04,
+    Record = 0x10,
+    TimestampIndex = 0x11,
+    StreamState = 0x12,
 }
 
 const SEPARATOR: u8 = 0x00;
@@ -59,6 +71,54 @@ pub fn stream_meta(basin: &BasinName, stream: &StreamName) -> Bytes {
 
 pub fn stream_cleanup(basin: &BasinName, stream: &StreamName) -> Bytes {
     basin_stream(KeyKind::StreamCleanup, basin, stream.as_str().as_bytes())
+}
+
+fn with_id(kind: KeyKind, id: u128, extra: &[u64]) -> Bytes {
+    let mut k = BytesMut::with_capacity(17 + 8 * extra.len());
+    k.put_u8(kind as u8);
+    k.put_u128(id);
+    for n in extra {
+        k.put_u64(*n);
+    }
+    k.freeze()
+}
+
+pub fn record(id: u128, seq_num: u64) -> Bytes {
+    with_id(KeyKind::Record, id, &[seq_num])
+}
+
+/// The sequence number at the end of a `10` record key.
+pub fn record_seq_num(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.get(17..25)?.try_into().ok()?))
+}
+
+pub fn timestamp_index(id: u128, last_timestamp: u64, first_seq_num: u64) -> Bytes {
+    with_id(
+        KeyKind::TimestampIndex,
+        id,
+        &[last_timestamp, first_seq_num],
+    )
+}
+
+/// `(last_timestamp, first_seq_num)` of a `11` index key.
+pub fn timestamp_index_entry(key: &[u8]) -> Option<(u64, u64)> {
+    let ts = u64::from_be_bytes(key.get(17..25)?.try_into().ok()?);
+    let seq = u64::from_be_bytes(key.get(25..33)?.try_into().ok()?);
+    Some((ts, seq))
+}
+
+pub fn stream_state(id: u128) -> Bytes {
+    with_id(KeyKind::StreamState, id, &[])
+}
+
+/// Every key of one kind that belongs to stream `id`: `[kind id, kind id+1)`.
+pub fn stream_id_range(kind: KeyKind, id: u128) -> std::ops::Range<Bytes> {
+    let start = with_id(kind, id, &[]);
+    let end = match id.checked_add(1) {
+        Some(next) => with_id(kind, next, &[]),
+        None => Bytes::from(vec![kind as u8 + 1]),
+    };
+    start..end
 }
 
 /// The half-open key range `[start, end)` of names in a sorted namespace that start with

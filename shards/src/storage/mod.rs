@@ -137,6 +137,9 @@ fn object_store_for(location: &StorageLocation) -> Result<Arc<dyn ObjectStore>, 
     })
 }
 
+/// An applied write whose durability can be awaited with [`Storage::durable`].
+pub struct Durability(slatedb::WriteHandle);
+
 /// A cheap, cloneable, `Send` handle on the database, used from shard threads.
 #[derive(Clone)]
 pub struct Storage {
@@ -181,6 +184,47 @@ impl Storage {
             Ok(out)
         })
         .await
+    }
+
+    /// Up to `max_rows` pairs in `range`, in key order, stopping early once the values read
+    /// add up to at least `max_value_bytes`.
+    pub async fn scan_bounded(
+        &self,
+        range: Range<Bytes>,
+        max_rows: usize,
+        max_value_bytes: usize,
+    ) -> Result<Vec<(Bytes, Bytes)>, StorageError> {
+        let db = self.db.clone();
+        self.on_sidecar(async move {
+            let mut iter = db.scan(range).await?;
+            let mut out = Vec::new();
+            let mut bytes = 0usize;
+            while out.len() < max_rows && bytes < max_value_bytes {
+                match iter.next().await? {
+                    Some(kv) => {
+                        bytes += kv.value.len();
+                        out.push((kv.key, kv.value));
+                    }
+                    None => break,
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Apply `batch` atomically to the database (visible to reads, not yet durable). Calls
+    /// awaited one after another are applied in that order.
+    pub async fn apply(&self, batch: WriteBatch) -> Result<Durability, StorageError> {
+        let db = self.db.clone();
+        self.on_sidecar(async move { Ok(Durability(db.write(batch).await?)) })
+            .await
+    }
+
+    /// Wait until an applied batch is durable in the object store.
+    pub async fn durable(&self, applied: Durability) -> Result<(), StorageError> {
+        self.on_sidecar(async move { Ok(applied.0.await_durable().await?) })
+            .await
     }
 
     /// Apply `batch` atomically and return once it is durable in the object store.

@@ -1,0 +1,515 @@
+//! Streamers: the live state of one stream on its owner shard — tail, fencing token, trim
+//! point, the append pipeline and the followers tailing it.
+//!
+//! The append pipeline: an append is checked and sequenced synchronously against the
+//! *assigned* state (which includes appends still in flight), its write batch is queued,
+//! and one applier per stream applies batches to SlateDB strictly in order while their
+//! durability is awaited concurrently. Acknowledgements are released from the front of the
+//! in-flight queue only, so they go out in order and only once durable; the *durable*
+//! state advances with them. A failed write fails every later in-flight append and the
+//! assigned state falls back to the durable one: no gap, no duplicate, nothing
+//! acknowledged or shown to a reader that is not durable.
+
+pub mod codec;
+mod read;
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use futures::channel::{mpsc, oneshot};
+use glommio::sync::StaticPermit;
+use slatedb::config::{PutOptions, Ttl};
+use slatedb::WriteBatch;
+
+pub use read::{ReadItem, ReadLimits, ReadRequest, ReadSession, ReadStart};
+
+use crate::catalogue::StreamMeta;
+use crate::config::{RetentionPolicy, TimestampingMode};
+use crate::error::{ConditionFailed, EngineError, Result};
+use crate::names::{BasinName, StreamName};
+use crate::records::{AppendAck, AppendBatch, Command, Position, ReadBatch, SequencedRecord};
+use crate::shard::Shard;
+use crate::storage::{keys, Storage};
+use codec::StreamState;
+
+pub(crate) type StreamKey = (BasinName, StreamName);
+
+/// Live batches buffered per follower; a follower further behind is dropped and catches up
+/// from storage instead.
+pub const FOLLOWER_BUFFER_BATCHES: usize = 25;
+
+/// An acknowledgement to come: resolves once the append is durable, or failed.
+pub struct PendingAck(oneshot::Receiver<Result<AppendAck>>);
+
+impl PendingAck {
+    pub async fn wait(self) -> Result<AppendAck> {
+        self.0
+            .await
+            .map_err(|_| EngineError::Unavailable("the append was dropped"))?
+    }
+}
+
+enum Work {
+    Append {
+        records: Vec<SequencedRecord>,
+        start: Position,
+        after: StreamState,
+        reply: oneshot::Sender<Result<AppendAck>>,
+        _permit: Option<StaticPermit>,
+    },
+    Reject {
+        error: EngineError,
+        reply: oneshot::Sender<Result<AppendAck>>,
+    },
+}
+
+struct Inflight {
+    ticket: u64,
+    /// `None` while the write is pending.
+    outcome: Option<Result<()>>,
+    work: Work,
+}
+
+pub(crate) struct Streamer {
+    pub(crate) meta: StreamMeta,
+    /// Includes appends in flight: what the next append is checked and sequenced against.
+    assigned: StreamState,
+    /// What is durable and acknowledged: what readers and check-tail see.
+    durable: StreamState,
+    inflight: VecDeque<Inflight>,
+    next_ticket: u64,
+    apply_queue: VecDeque<(u64, WriteBatch)>,
+    applying: bool,
+    followers: Vec<mpsc::Sender<ReadBatch>>,
+    storage: Storage,
+}
+
+impl Streamer {
+    pub(crate) fn new(meta: StreamMeta, state: StreamState, storage: Storage) -> Streamer {
+        Streamer {
+            meta,
+            assigned: state.clone(),
+            durable: state,
+            inflight: VecDeque::new(),
+            next_ticket: 0,
+            apply_queue: VecDeque::new(),
+            applying: false,
+            followers: Vec::new(),
+            storage,
+        }
+    }
+
+    pub(crate) fn durable_tail(&self) -> Position {
+        self.durable.tail
+    }
+
+    pub(crate) fn durable_trim_point(&self) -> u64 {
+        self.durable.trim_point
+    }
+
+    pub(crate) fn is_deleted(&self) -> bool {
+        self.meta.deleted_at.is_some()
+    }
+
+    /// Replace the metadata after a control-plane change; a deletion ends the followers.
+    pub(crate) fn set_meta(&mut self, meta: StreamMeta) {
+        if meta.deleted_at.is_some() {
+            self.followers.clear();
+        }
+        self.meta = meta;
+    }
+
+    fn reject(&mut self, error: EngineError, reply: oneshot::Sender<Result<AppendAck>>) {
+        // Queued behind earlier appends: a rejection that depends on them is not shown
+        // before they are durable.
+        let ticket = self.take_ticket();
+        self.inflight.push_back(Inflight {
+            ticket,
+            outcome: Some(Err(error.clone())),
+            work: Work::Reject { error, reply },
+        });
+        self.release();
+    }
+
+    fn take_ticket(&mut self) -> u64 {
+        let t = self.next_ticket;
+        self.next_ticket += 1;
+        t
+    }
+
+    /// Check and sequence `batch`, queue its write, and return its pending ack.
+    fn submit(
+        this: &Rc<RefCell<Streamer>>,
+        batch: AppendBatch,
+        permit: Option<StaticPermit>,
+        basin: &BasinName,
+        stream: &StreamName,
+    ) -> Result<PendingAck> {
+        let mut s = this.borrow_mut();
+        if s.is_deleted() {
+            return Err(EngineError::StreamDeletionPending {
+                basin: basin.clone(),
+                stream: stream.clone(),
+            });
+        }
+        let (reply, ack) = oneshot::channel();
+        if let Some(token) = &batch.fencing_token {
+            if *token != s.assigned.fencing_token {
+                let current = s.assigned.fencing_token.clone();
+                s.reject(
+                    EngineError::ConditionFailed(ConditionFailed::FencingTokenMismatch(current)),
+                    reply,
+                );
+                return Ok(PendingAck(ack));
+            }
+        }
+        if let Some(expected) = batch.match_seq_num {
+            if expected != s.assigned.tail.seq_num {
+                let next = s.assigned.tail.seq_num;
+                s.reject(
+                    EngineError::ConditionFailed(ConditionFailed::SeqNumMismatch(next)),
+                    reply,
+                );
+                return Ok(PendingAck(ack));
+            }
+        }
+        let config = &s.meta.config;
+        let mode = config.timestamping_mode;
+        if mode == TimestampingMode::ClientRequire
+            && batch.records().iter().any(|r| r.timestamp.is_none())
+        {
+            return Err(EngineError::Invalid(
+                "record timestamp was required but was missing".to_owned(),
+            ));
+        }
+        let uncapped = config.timestamping_uncapped;
+        let ttl = match config.retention_policy {
+            RetentionPolicy::Age(secs) => Ttl::ExpireAfterMillis(secs.get().saturating_mul(1000)),
+            RetentionPolicy::Infinite => Ttl::NoExpiry,
+        };
+        let put = PutOptions { ttl };
+        let id = s.meta.id.0;
+        let first = s.assigned.tail.seq_num;
+        first
+            .checked_add(batch.len() as u64)
+            .ok_or_else(|| EngineError::Invalid("sequence numbers exhausted".to_owned()))?;
+
+        let arrival = crate::clock::now_millis();
+        let mut after = s.assigned.clone();
+        let mut running_max = after.tail.timestamp;
+        let mut write = WriteBatch::new();
+        let mut records = Vec::with_capacity(batch.len());
+        for (i, record) in batch.into_records().into_iter().enumerate() {
+            let seq_num = first + i as u64;
+            let wanted = match mode {
+                TimestampingMode::Arrival => arrival,
+                TimestampingMode::ClientPrefer | TimestampingMode::ClientRequire => {
+                    record.timestamp.unwrap_or(arrival)
+                }
+            };
+            let capped = if uncapped {
+                wanted
+            } else {
+                wanted.min(arrival)
+            };
+            let timestamp = capped.max(running_max);
+            running_max = timestamp;
+            match record.command() {
+                Some(Command::Fence(token)) => after.fencing_token = token,
+                Some(Command::Trim(to)) => {
+                    after.trim_point = after.trim_point.max(to.min(seq_num + 1));
+                }
+                None => {}
+            }
+            write.put_with_options(
+                keys::record(id, seq_num),
+                codec::encode_record(timestamp, &record.headers, &record.body),
+                &put,
+            );
+            records.push(SequencedRecord {
+                seq_num,
+                timestamp,
+                headers: record.headers,
+                body: record.body,
+            });
+        }
+        after.tail = Position {
+            seq_num: first + records.len() as u64,
+            timestamp: running_max,
+        };
+        write.put_with_options(keys::timestamp_index(id, running_max, first), b"", &put);
+        write.put(keys::stream_state(id), codec::encode_state(&after));
+        let start = Position {
+            seq_num: first,
+            timestamp: records[0].timestamp,
+        };
+        s.assigned = after.clone();
+        let ticket = s.take_ticket();
+        s.inflight.push_back(Inflight {
+            ticket,
+            outcome: None,
+            work: Work::Append {
+                records,
+                start,
+                after,
+                reply,
+                _permit: permit,
+            },
+        });
+        s.apply_queue.push_back((ticket, write));
+        let start_applier = !s.applying;
+        s.applying = true;
+        // glommio may poll a new task at once: the borrow must end before it starts.
+        drop(s);
+        if start_applier {
+            glommio::spawn_local(run_applier(this.clone())).detach();
+        }
+        Ok(PendingAck(ack))
+    }
+
+    fn complete(&mut self, ticket: u64, result: Result<()>) {
+        if let Some(entry) = self.inflight.iter_mut().find(|e| e.ticket == ticket) {
+            if entry.outcome.is_none() {
+                entry.outcome = Some(result);
+            }
+        }
+        self.release();
+    }
+
+    /// Release finished entries from the front of the queue, in order.
+    fn release(&mut self) {
+        while self
+            .inflight
+            .front()
+            .is_some_and(|front| front.outcome.is_some())
+        {
+            let Some(entry) = self.inflight.pop_front() else {
+                break;
+            };
+            match (entry.outcome, entry.work) {
+                (_, Work::Reject { error, reply }) => {
+                    let _ = reply.send(Err(error));
+                }
+                (
+                    Some(Ok(())),
+                    Work::Append {
+                        records,
+                        start,
+                        after,
+                        reply,
+                        ..
+                    },
+                ) => {
+                    debug_assert_eq!(start.seq_num, self.durable.tail.seq_num, "acks in order");
+                    self.durable = after;
+                    let tail = self.durable.tail;
+                    let _ = reply.send(Ok(AppendAck {
+                        start,
+                        end: tail,
+                        tail,
+                    }));
+                    let live = ReadBatch {
+                        records,
+                        tail: Some(tail),
+                    };
+                    self.followers
+                        .retain_mut(|f| f.try_send(live.clone()).is_ok());
+                }
+                (outcome, Work::Append { reply, .. }) => {
+                    let error = match outcome {
+                        Some(Err(e)) => e,
+                        _ => EngineError::Unavailable("append failed"),
+                    };
+                    let _ = reply.send(Err(error.clone()));
+                    self.fail_all(error);
+                }
+            }
+        }
+    }
+
+    /// A write failed: everything after it fails too, and sequencing resumes from the
+    /// durable state.
+    fn fail_all(&mut self, error: EngineError) {
+        for entry in self.inflight.drain(..) {
+            let reply = match entry.work {
+                Work::Append { reply, .. } | Work::Reject { reply, .. } => reply,
+            };
+            let _ = reply.send(Err(error.clone()));
+        }
+        self.apply_queue.clear();
+        self.assigned = self.durable.clone();
+    }
+}
+
+/// Apply queued write batches one at a time, in order; await each one's durability
+/// separately so that writes pipeline.
+async fn run_applier(this: Rc<RefCell<Streamer>>) {
+    loop {
+        let (ticket, write, storage) = {
+            let mut s = this.borrow_mut();
+            match s.apply_queue.pop_front() {
+                Some((ticket, write)) => (ticket, write, s.storage.clone()),
+                None => {
+                    s.applying = false;
+                    return;
+                }
+            }
+        };
+        match storage.apply(write).await {
+            Ok(applied) => {
+                let this = this.clone();
+                glommio::spawn_local(async move {
+                    let result = storage.durable(applied).await.map_err(EngineError::from);
+                    this.borrow_mut().complete(ticket, result);
+                })
+                .detach();
+            }
+            Err(e) => this.borrow_mut().complete(ticket, Err(e.into())),
+        }
+    }
+}
+
+impl Shard {
+    /// The streamer of a stream owned by this shard, loading it on first use. `None` if
+    /// the stream does not exist.
+    pub(crate) async fn streamer(
+        self: &Rc<Self>,
+        basin: &BasinName,
+        stream: &StreamName,
+    ) -> Result<Option<Rc<RefCell<Streamer>>>> {
+        let key = (basin.clone(), stream.clone());
+        if let Some(s) = self.streamers.borrow().get(&key) {
+            return Ok(Some(s.clone()));
+        }
+        let _guard = self.stream_locks.lock(key.clone()).await;
+        self.load_streamer_locked(&key).await
+    }
+
+    /// Load a streamer; the caller holds the stream's lock.
+    pub(crate) async fn load_streamer_locked(
+        &self,
+        key: &StreamKey,
+    ) -> Result<Option<Rc<RefCell<Streamer>>>> {
+        if let Some(s) = self.streamers.borrow().get(key) {
+            return Ok(Some(s.clone()));
+        }
+        let Some(meta) = self.stream_meta(&key.0, &key.1).await? else {
+            return Ok(None);
+        };
+        let state_key = keys::stream_state(meta.id.0);
+        let state = match self.storage.get(state_key.clone()).await? {
+            Some(v) => codec::decode_state(v).map_err(|e| {
+                EngineError::Storage(crate::error::StorageError::Corrupt {
+                    key: state_key.to_vec(),
+                    reason: e.0.to_owned(),
+                })
+            })?,
+            None => StreamState::default(),
+        };
+        let streamer = Rc::new(RefCell::new(Streamer::new(
+            meta,
+            state,
+            self.storage.clone(),
+        )));
+        self.streamers
+            .borrow_mut()
+            .insert(key.clone(), streamer.clone());
+        Ok(Some(streamer))
+    }
+
+    /// Keep a loaded streamer's metadata in step with a control-plane change.
+    pub(crate) fn refresh_streamer(&self, key: &StreamKey, meta: Option<&StreamMeta>) {
+        let mut streamers = self.streamers.borrow_mut();
+        match meta {
+            Some(meta) => {
+                if let Some(s) = streamers.get(key) {
+                    s.borrow_mut().set_meta(meta.clone());
+                }
+            }
+            None => {
+                if let Some(s) = streamers.remove(key) {
+                    s.borrow_mut().followers.clear();
+                }
+            }
+        }
+    }
+
+    /// The streamer for a read or append, creating the stream first when it is missing
+    /// and the basin allows it (`auto_create` carries the config to create it with).
+    async fn streamer_or_create(
+        self: &Rc<Self>,
+        basin: &BasinName,
+        stream: &StreamName,
+        auto_create: AutoCreate,
+    ) -> Result<Rc<RefCell<Streamer>>> {
+        if let Some(s) = self.streamer(basin, stream).await? {
+            return Ok(s);
+        }
+        self.create_for_data(basin, stream, auto_create).await?;
+        self.streamer(basin, stream)
+            .await?
+            .ok_or_else(|| EngineError::StreamNotFound {
+                basin: basin.clone(),
+                stream: stream.clone(),
+            })
+    }
+
+    /// Append `batch`; returns once it is sequenced, with an ack that resolves once it is
+    /// durable. Runs on the stream's owner.
+    pub async fn append(
+        self: &Rc<Self>,
+        basin: BasinName,
+        stream: StreamName,
+        batch: AppendBatch,
+        auto_create: AutoCreate,
+    ) -> Result<PendingAck> {
+        let owner = self.placement.stream_owner(&basin, &stream);
+        self.on_owner(owner, move |shard| async move {
+            let streamer = shard
+                .streamer_or_create(&basin, &stream, auto_create)
+                .await?;
+            // Admission: wait for room in this shard's share of the in-flight byte budget.
+            let units = (batch.metered_bytes() as u64).min(shard.admission_units);
+            let permit = shard
+                .admission
+                .acquire_static_permit(units)
+                .await
+                .map_err(|_| EngineError::Unavailable("shard stopping"))?;
+            Streamer::submit(&streamer, batch, Some(permit), &basin, &stream)
+        })
+        .await
+    }
+
+    /// The durable tail of a stream.
+    pub async fn check_tail(
+        self: &Rc<Self>,
+        basin: BasinName,
+        stream: StreamName,
+        auto_create: AutoCreate,
+    ) -> Result<Position> {
+        let owner = self.placement.stream_owner(&basin, &stream);
+        self.on_owner(owner, move |shard| async move {
+            let streamer = shard
+                .streamer_or_create(&basin, &stream, auto_create)
+                .await?;
+            let s = streamer.borrow();
+            if s.is_deleted() {
+                return Err(EngineError::StreamDeletionPending { basin, stream });
+            }
+            Ok(s.durable_tail())
+        })
+        .await
+    }
+}
+
+/// Whether a data-plane request may create a missing stream, and with what config.
+#[derive(Debug, Clone)]
+pub enum AutoCreate {
+    /// Never create.
+    No,
+    /// Create if the basin has `create_stream_on_append`.
+    OnAppend(crate::config::StreamConfigSpec),
+    /// Create if the basin has `create_stream_on_read`.
+    OnRead(crate::config::StreamConfigSpec),
+}

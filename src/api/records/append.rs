@@ -1,0 +1,216 @@
+//! Appends: unary (JSON or protobuf in; JSON or protobuf ack out) and S2S append sessions.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use futures::channel::mpsc;
+use futures::{SinkExt, StreamExt};
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use sluice_shards::names::{BasinName, StreamName};
+use sluice_shards::records::AppendBatch;
+use sluice_shards::streamer::{AutoCreate, PendingAck};
+use sluice_shards::Shard;
+
+use super::{format, stream_config_header, streaming, target};
+use crate::api::{body, headers, ApiError, ApiResult, Body};
+use crate::wire::json::{self, JsonError};
+use crate::wire::proto::{self, ProtoError};
+use crate::wire::s2s::{self, Compression, Frame, FrameDecoder};
+
+/// Largest unary append body. A 1 MiB metered batch can take several times that as JSON.
+const APPEND_BODY_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// Appends one S2S session may have awaiting acknowledgement before it reads more input.
+const SESSION_INFLIGHT_MAX: usize = 256;
+
+impl From<JsonError> for ApiError {
+    fn from(e: JsonError) -> ApiError {
+        match e {
+            JsonError::BadJson(m) => ApiError::BadJson(m),
+            JsonError::Invalid(m) => ApiError::Invalid(m),
+        }
+    }
+}
+
+impl From<ProtoError> for ApiError {
+    fn from(e: ProtoError) -> ApiError {
+        match e {
+            ProtoError::BadProto(m) => ApiError::BadProto(m),
+            ProtoError::Invalid(m) => ApiError::Invalid(m),
+        }
+    }
+}
+
+pub async fn append(
+    shard: &Rc<Shard>,
+    raw: &str,
+    req: Request<Incoming>,
+) -> ApiResult<Response<Body>> {
+    let (basin, stream) = target(raw, &req)?;
+    if headers::is_s2s(req.headers()) {
+        return session(shard, basin, stream, req).await;
+    }
+    let (parts, incoming) = req.into_parts();
+    let auto = AutoCreate::OnAppend(stream_config_header(&parts.headers)?);
+    let batch = if headers::content_is_protobuf(&parts.headers) {
+        let bytes = body::read(&parts.headers, incoming, APPEND_BODY_MAX_BYTES).await?;
+        proto::append_input_to_batch(proto::decode_append_input(&bytes)?)?
+    } else {
+        let format = format(&parts.headers)?;
+        if headers::content_is_json(&parts.headers) != Some(true) {
+            return Err(ApiError::json_content_type_required());
+        }
+        let bytes = body::read(&parts.headers, incoming, APPEND_BODY_MAX_BYTES).await?;
+        json::parse_append_input(&bytes, format)?
+    };
+    let ack = shard
+        .append(basin, stream, batch, auto)
+        .await?
+        .wait()
+        .await?;
+    if headers::accepts_protobuf(&parts.headers) {
+        let mut resp = Response::new(crate::api::full(proto::encode_append_ack(&ack)));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/protobuf"),
+        );
+        return Ok(resp);
+    }
+    Ok(crate::api::json(
+        &parts.headers,
+        StatusCode::OK,
+        &json::append_ack_json(&ack),
+        None,
+    ))
+}
+
+/// One slot of a session's ordered ack queue.
+enum Slot {
+    Pending(PendingAck),
+    Failed(ApiError),
+}
+
+/// An S2S append session: inputs are sequenced as they arrive, acks go out in input order
+/// once durable, and the first failure ends the session with a terminal frame after the
+/// acks that precede it.
+async fn session(
+    shard: &Rc<Shard>,
+    basin: BasinName,
+    stream: StreamName,
+    req: Request<Incoming>,
+) -> ApiResult<Response<Body>> {
+    let spec = stream_config_header(req.headers())?;
+    let compression = Compression::negotiate(
+        req.headers()
+            .get_all(header::ACCEPT_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
+    // Errors about the stream itself are plain HTTP errors, before any frame.
+    shard
+        .check_tail(basin.clone(), stream.clone(), AutoCreate::OnAppend(spec))
+        .await?;
+    let (out, resp) = streaming("s2s/proto");
+    let (slots_tx, slots) = mpsc::channel(SESSION_INFLIGHT_MAX);
+    glommio::spawn_local(read_inputs(
+        shard.clone(),
+        basin,
+        stream,
+        req.into_body(),
+        slots_tx,
+    ))
+    .detach();
+    glommio::spawn_local(write_acks(slots, out, compression)).detach();
+    Ok(resp)
+}
+
+async fn read_inputs(
+    shard: Rc<Shard>,
+    basin: BasinName,
+    stream: StreamName,
+    mut body: Incoming,
+    mut slots: mpsc::Sender<Slot>,
+) {
+    let mut decoder = FrameDecoder::new();
+    loop {
+        let chunk = match body.frame().await {
+            None => break,
+            Some(Err(_)) => return,
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_) => continue,
+            },
+        };
+        decoder.push(&chunk);
+        loop {
+            let input = match decoder.next_frame() {
+                Ok(None) => break,
+                Ok(Some(Frame::Message(payload))) => payload,
+                Ok(Some(Frame::Terminal { .. })) => {
+                    let _ = slots
+                        .send(Slot::Failed(ApiError::BadFrame(
+                            "unexpected terminal frame from the client".to_owned(),
+                        )))
+                        .await;
+                    return;
+                }
+                Err(e) => {
+                    let _ = slots
+                        .send(Slot::Failed(ApiError::BadFrame(e.to_string())))
+                        .await;
+                    return;
+                }
+            };
+            let slot = match decode_input(&input) {
+                Ok(batch) => match shard
+                    .append(basin.clone(), stream.clone(), batch, AutoCreate::No)
+                    .await
+                {
+                    Ok(pending) => Slot::Pending(pending),
+                    Err(e) => Slot::Failed(e.into()),
+                },
+                Err(e) => Slot::Failed(e),
+            };
+            let failed = matches!(slot, Slot::Failed(_));
+            if slots.send(slot).await.is_err() || failed {
+                return;
+            }
+        }
+    }
+    if let Err(e) = decoder.finish() {
+        let _ = slots
+            .send(Slot::Failed(ApiError::BadFrame(e.to_string())))
+            .await;
+    }
+}
+
+fn decode_input(payload: &[u8]) -> ApiResult<AppendBatch> {
+    let input = proto::decode_append_input(payload)
+        .map_err(|e| ApiError::BadFrame(format!("invalid AppendInput: {e}")))?;
+    Ok(proto::append_input_to_batch(input)?)
+}
+
+async fn write_acks(
+    mut slots: mpsc::Receiver<Slot>,
+    mut out: mpsc::Sender<Bytes>,
+    compression: Compression,
+) {
+    while let Some(slot) = slots.next().await {
+        let result = match slot {
+            Slot::Pending(pending) => pending.wait().await.map_err(ApiError::from),
+            Slot::Failed(e) => Err(e),
+        };
+        let frame = match result {
+            Ok(ack) => s2s::encode_message(&proto::encode_append_ack(&ack), compression),
+            Err(e) => {
+                let (status, body) = e.status_and_body();
+                let _ = out.send(s2s::encode_terminal(status.as_u16(), &body)).await;
+                return;
+            }
+        };
+        if out.send(frame).await.is_err() {
+            return;
+        }
+    }
+}

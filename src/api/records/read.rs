@@ -1,0 +1,240 @@
+//! Reads: unary (JSON or protobuf), server-sent events, and S2S read sessions. All three
+//! open the same engine session; they differ in how they stop and how they frame output.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::channel::mpsc;
+use futures::{SinkExt, StreamExt};
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use sluice_shards::records::{ReadBatch, BATCH_METERED_BYTES_MAX, BATCH_RECORDS_MAX};
+use sluice_shards::streamer::{
+    AutoCreate, ReadItem, ReadLimits, ReadRequest, ReadSession, ReadStart,
+};
+use sluice_shards::Shard;
+
+use super::{format, stream_config_header, streaming, target};
+use crate::api::{headers, ApiError, ApiResult, Body};
+use crate::wire::json::{self, Format};
+use crate::wire::s2s::{self, Compression};
+use crate::wire::{proto, sse};
+
+/// Unary reads wait at most this long for new records.
+const UNARY_WAIT_MAX: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Default, Deserialize)]
+struct ReadQuery {
+    seq_num: Option<u64>,
+    timestamp: Option<u64>,
+    tail_offset: Option<u64>,
+    #[serde(default)]
+    clamp: bool,
+    count: Option<u64>,
+    bytes: Option<u64>,
+    until: Option<u64>,
+    wait: Option<u32>,
+}
+
+impl ReadQuery {
+    fn start(&self) -> ApiResult<ReadStart> {
+        match (self.seq_num, self.timestamp, self.tail_offset) {
+            (Some(n), None, None) => Ok(ReadStart::SeqNum(n)),
+            (None, Some(t), None) => Ok(ReadStart::Timestamp(t)),
+            (None, None, Some(k)) => Ok(ReadStart::TailOffset(k)),
+            (None, None, None) => Ok(ReadStart::TailOffset(0)),
+            _ => Err(ApiError::Invalid(
+                "only one of seq_num, timestamp, or tail_offset can be provided".to_owned(),
+            )),
+        }
+    }
+}
+
+enum Mode {
+    Unary { protobuf: bool },
+    Sse,
+    S2s,
+}
+
+pub async fn read(
+    shard: &Rc<Shard>,
+    raw: &str,
+    req: Request<Incoming>,
+) -> ApiResult<Response<Body>> {
+    let (basin, stream) = target(raw, &req)?;
+    let query: ReadQuery = crate::api::query(req.uri().query())?;
+    let headers = req.headers();
+    let mode = if headers::is_s2s(headers) {
+        Mode::S2s
+    } else if headers::accepts_event_stream(headers) {
+        Mode::Sse
+    } else {
+        Mode::Unary {
+            protobuf: headers::accepts_protobuf(headers),
+        }
+    };
+    let format = format(headers)?;
+    let resume = match (&mode, headers::text(headers, "last-event-id")?) {
+        (Mode::Sse, Some(v)) => Some(
+            sse::LastEventId::parse(v).map_err(|e| ApiError::invalid_header("last-event-id", e))?,
+        ),
+        _ => None,
+    };
+    let auto = AutoCreate::OnRead(stream_config_header(headers)?);
+
+    let mut start = query.start()?;
+    if let (ReadStart::Timestamp(t), Some(until)) = (start, query.until) {
+        if until <= t {
+            return Err(ApiError::Invalid(
+                "start `timestamp` exceeds or equal to `until`".to_owned(),
+            ));
+        }
+    }
+    let mut limits = ReadLimits {
+        count: query.count,
+        bytes: query.bytes,
+        until: query.until,
+    };
+    let mut wait = query.wait.map(|w| Duration::from_secs(u64::from(w)));
+    if let Some(id) = &resume {
+        start = ReadStart::SeqNum(id.seq_num.saturating_add(1));
+        limits.count = limits.count.map(|c| c.saturating_sub(id.count));
+        limits.bytes = limits.bytes.map(|b| b.saturating_sub(id.bytes));
+    }
+    if let Mode::Unary { .. } = mode {
+        limits.count = Some(limits.count.map_or(BATCH_RECORDS_MAX as u64, |c| {
+            c.min(BATCH_RECORDS_MAX as u64)
+        }));
+        limits.bytes = Some(limits.bytes.map_or(BATCH_METERED_BYTES_MAX as u64, |b| {
+            b.min(BATCH_METERED_BYTES_MAX as u64)
+        }));
+        wait = wait.map(|w| w.min(UNARY_WAIT_MAX));
+    }
+    let request = ReadRequest {
+        start,
+        clamp: query.clamp,
+        limits,
+        wait,
+    };
+    let session = shard.read(basin, stream, request, auto).await?;
+    Ok(match mode {
+        Mode::Unary { protobuf } => unary(session, protobuf, format, req.headers()).await?,
+        Mode::Sse => {
+            let (out, resp) = streaming("text/event-stream");
+            let ids = resume.unwrap_or_default();
+            glommio::spawn_local(run_sse(session, out, format, ids)).detach();
+            resp
+        }
+        Mode::S2s => {
+            let compression = Compression::negotiate(
+                req.headers()
+                    .get_all(header::ACCEPT_ENCODING)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok()),
+            );
+            let (out, resp) = streaming("s2s/proto");
+            glommio::spawn_local(run_s2s(session, out, compression)).detach();
+            resp
+        }
+    })
+}
+
+/// Collect one response: what catch-up finds up to the tail, or, when it finds nothing
+/// and the read may wait, the first live batch.
+async fn unary(
+    mut session: ReadSession,
+    protobuf: bool,
+    format: Format,
+    request_headers: &HeaderMap,
+) -> ApiResult<Response<Body>> {
+    let mut batch = ReadBatch::default();
+    while let Some(item) = session.0.next().await {
+        match item {
+            ReadItem::Batch(b) => {
+                let live = b.tail.is_some();
+                batch.records.extend(b.records);
+                if live {
+                    batch.tail = b.tail;
+                    break;
+                }
+            }
+            ReadItem::Heartbeat(_) if !batch.records.is_empty() => break,
+            ReadItem::Heartbeat(_) => {}
+            ReadItem::Error(e) => return Err(e.into()),
+        }
+    }
+    if protobuf {
+        let mut resp = Response::new(crate::api::full(proto::encode_read_batch(&batch)));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/protobuf"),
+        );
+        return Ok(resp);
+    }
+    Ok(crate::api::json(
+        request_headers,
+        StatusCode::OK,
+        &json::read_batch_json(&batch, format),
+        None,
+    ))
+}
+
+async fn run_sse(
+    mut session: ReadSession,
+    mut out: mpsc::Sender<Bytes>,
+    format: Format,
+    mut id: sse::LastEventId,
+) {
+    while let Some(item) = session.0.next().await {
+        let event = match item {
+            ReadItem::Batch(batch) => {
+                let Some(last) = batch.records.last() else {
+                    continue;
+                };
+                id.seq_num = last.seq_num;
+                id.count = id.count.saturating_add(batch.records.len() as u64);
+                id.bytes = id
+                    .bytes
+                    .saturating_add(batch.records.iter().map(|r| r.metered_bytes() as u64).sum());
+                sse::batch_event(&id, &json::read_batch_json(&batch, format).to_string())
+            }
+            ReadItem::Heartbeat(tail) => sse::ping_event(sluice_shards::clock::now_millis(), tail),
+            ReadItem::Error(e) => {
+                let (_, body) = ApiError::from(e).status_and_body();
+                let _ = out.send(sse::error_event(&body)).await;
+                return;
+            }
+        };
+        if out.send(event).await.is_err() {
+            return;
+        }
+    }
+    let _ = out.send(sse::done_event()).await;
+}
+
+async fn run_s2s(mut session: ReadSession, mut out: mpsc::Sender<Bytes>, compression: Compression) {
+    while let Some(item) = session.0.next().await {
+        let frame = match item {
+            ReadItem::Batch(batch) => {
+                s2s::encode_message(&proto::encode_read_batch(&batch), compression)
+            }
+            ReadItem::Heartbeat(tail) => s2s::encode_message(
+                &proto::encode_read_batch(&ReadBatch {
+                    records: Vec::new(),
+                    tail: Some(tail),
+                }),
+                compression,
+            ),
+            ReadItem::Error(e) => {
+                let (status, body) = ApiError::from(e).status_and_body();
+                let _ = out.send(s2s::encode_terminal(status.as_u16(), &body)).await;
+                return;
+            }
+        };
+        if out.send(frame).await.is_err() {
+            return;
+        }
+    }
+}
