@@ -5,4 +5,5 @@
 //! prior knowledge), exact wire shapes and bad inputs through a small raw HTTP/1.1 client.
 
 mod control_plane;
+mod data_plane;
 mod harness;

@@ -1,7 +1,11 @@
 //! Byte layouts of the values a streamer persists.
 //!
 //! Record (`10` keys):
-//! `format(1) = 0 | timestamp(8) | header_count(4) | (name_len(4) name value_len(4) value)* | body`
+//! `format(1) = 0 | timestamp(8) | expires_at_ms(8) | header_count(4) |
+//!  (name_len(4) name value_len(4) value)* | body`
+//!
+//! `expires_at_ms` is the write time plus the retention age under the config at write
+//! time, 0 for never; reads skip records past it, before compaction removes them.
 //!
 //! Stream state (`12` keys), rewritten with every append batch:
 //! `next_seq_num(8) | last_timestamp(8) | trim_point(8) | fencing_token (UTF-8, rest)`
@@ -18,8 +22,22 @@ const FORMAT_PLAIN: u8 = 0;
 #[derive(Debug)]
 pub struct Undecodable(pub &'static str);
 
-pub fn encode_record(timestamp: u64, headers: &[Header], body: &[u8]) -> Bytes {
-    let size = 13
+/// Bytes before the headers: format, timestamp, expiry, header count.
+const RECORD_PREFIX_BYTES: usize = 21;
+
+/// A stored record and when it expires (`None`: never).
+pub struct StoredRecord {
+    pub record: SequencedRecord,
+    pub expires_at_ms: Option<u64>,
+}
+
+pub fn encode_record(
+    timestamp: u64,
+    expires_at_ms: Option<u64>,
+    headers: &[Header],
+    body: &[u8],
+) -> Bytes {
+    let size = RECORD_PREFIX_BYTES
         + headers
             .iter()
             .map(|h| 8 + h.name.len() + h.value.len())
@@ -28,6 +46,7 @@ pub fn encode_record(timestamp: u64, headers: &[Header], body: &[u8]) -> Bytes {
     let mut v = BytesMut::with_capacity(size);
     v.put_u8(FORMAT_PLAIN);
     v.put_u64(timestamp);
+    v.put_u64(expires_at_ms.unwrap_or(0));
     v.put_u32(headers.len() as u32);
     for h in headers {
         v.put_u32(h.name.len() as u32);
@@ -53,14 +72,15 @@ fn take_u32(buf: &mut Bytes) -> Result<u32, Undecodable> {
     Ok(buf.get_u32())
 }
 
-pub fn decode_record(seq_num: u64, mut value: Bytes) -> Result<SequencedRecord, Undecodable> {
-    if value.remaining() < 13 {
+pub fn decode_record(seq_num: u64, mut value: Bytes) -> Result<StoredRecord, Undecodable> {
+    if value.remaining() < RECORD_PREFIX_BYTES {
         return Err(Undecodable("record value truncated"));
     }
     if value.get_u8() != FORMAT_PLAIN {
         return Err(Undecodable("unknown record format"));
     }
     let timestamp = value.get_u64();
+    let expires_at_ms = Some(value.get_u64()).filter(|&t| t != 0);
     let count = value.get_u32() as usize;
     // Each header takes at least 8 bytes: refuse counts the value cannot hold.
     if count > value.remaining() / 8 {
@@ -77,11 +97,14 @@ pub fn decode_record(seq_num: u64, mut value: Bytes) -> Result<SequencedRecord, 
             value: value_bytes,
         });
     }
-    Ok(SequencedRecord {
-        seq_num,
-        timestamp,
-        headers,
-        body: value,
+    Ok(StoredRecord {
+        record: SequencedRecord {
+            seq_num,
+            timestamp,
+            headers,
+            body: value,
+        },
+        expires_at_ms,
     })
 }
 
@@ -139,8 +162,10 @@ mod tests {
                 value: Bytes::from_static(b"fence"),
             },
         ];
-        let v = encode_record(42, &headers, b"body");
-        let r = decode_record(7, v).unwrap();
+        let v = encode_record(42, Some(99), &headers, b"body");
+        let stored = decode_record(7, v).unwrap();
+        assert_eq!(stored.expires_at_ms, Some(99));
+        let r = stored.record;
         assert_eq!(r.seq_num, 7);
         assert_eq!(r.timestamp, 42);
         assert_eq!(r.headers, headers);
@@ -149,12 +174,18 @@ mod tests {
 
     #[test]
     fn corrupt_records_are_errors_not_panics() {
-        let v = encode_record(1, &[], b"");
+        assert_eq!(
+            decode_record(0, encode_record(1, None, &[], b""))
+                .unwrap()
+                .expires_at_ms,
+            None
+        );
+        let v = encode_record(1, None, &[], b"");
         for cut in 0..v.len() {
             assert!(decode_record(0, v.slice(..cut)).is_err());
         }
         let mut bad = BytesMut::from(&v[..]);
-        bad[9..13].copy_from_slice(&u32::MAX.to_be_bytes());
+        bad[17..21].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(decode_record(0, bad.freeze()).is_err());
     }
 

@@ -40,11 +40,20 @@ pub(crate) type StreamKey = (BasinName, StreamName);
 pub const FOLLOWER_BUFFER_BATCHES: usize = 25;
 
 /// An acknowledgement to come: resolves once the append is durable, or failed.
-pub struct PendingAck(oneshot::Receiver<Result<AppendAck>>);
+pub struct PendingAck {
+    ack: oneshot::Receiver<Result<AppendAck>>,
+    rejected: bool,
+}
 
 impl PendingAck {
+    /// The append was refused when it was sequenced (its condition failed); its error is
+    /// released in order behind earlier appends. A session stops submitting after it.
+    pub fn is_rejected(&self) -> bool {
+        self.rejected
+    }
+
     pub async fn wait(self) -> Result<AppendAck> {
-        self.0
+        self.ack
             .await
             .map_err(|_| EngineError::Unavailable("the append was dropped"))?
     }
@@ -161,7 +170,10 @@ impl Streamer {
                     EngineError::ConditionFailed(ConditionFailed::FencingTokenMismatch(current)),
                     reply,
                 );
-                return Ok(PendingAck(ack));
+                return Ok(PendingAck {
+                    ack,
+                    rejected: true,
+                });
             }
         }
         if let Some(expected) = batch.match_seq_num {
@@ -171,7 +183,10 @@ impl Streamer {
                     EngineError::ConditionFailed(ConditionFailed::SeqNumMismatch(next)),
                     reply,
                 );
-                return Ok(PendingAck(ack));
+                return Ok(PendingAck {
+                    ack,
+                    rejected: true,
+                });
             }
         }
         let config = &s.meta.config;
@@ -184,9 +199,16 @@ impl Streamer {
             ));
         }
         let uncapped = config.timestamping_uncapped;
-        let ttl = match config.retention_policy {
-            RetentionPolicy::Age(secs) => Ttl::ExpireAfterMillis(secs.get().saturating_mul(1000)),
-            RetentionPolicy::Infinite => Ttl::NoExpiry,
+        let arrival = crate::clock::now_millis();
+        let (ttl, expires_at_ms) = match config.retention_policy {
+            RetentionPolicy::Age(secs) => {
+                let age_ms = secs.get().saturating_mul(1000);
+                (
+                    Ttl::ExpireAfterMillis(age_ms),
+                    Some(arrival.saturating_add(age_ms)),
+                )
+            }
+            RetentionPolicy::Infinite => (Ttl::NoExpiry, None),
         };
         let put = PutOptions { ttl };
         let id = s.meta.id.0;
@@ -195,7 +217,6 @@ impl Streamer {
             .checked_add(batch.len() as u64)
             .ok_or_else(|| EngineError::Invalid("sequence numbers exhausted".to_owned()))?;
 
-        let arrival = crate::clock::now_millis();
         let mut after = s.assigned.clone();
         let mut running_max = after.tail.timestamp;
         let mut write = WriteBatch::new();
@@ -224,7 +245,7 @@ impl Streamer {
             }
             write.put_with_options(
                 keys::record(id, seq_num),
-                codec::encode_record(timestamp, &record.headers, &record.body),
+                codec::encode_record(timestamp, expires_at_ms, &record.headers, &record.body),
                 &put,
             );
             records.push(SequencedRecord {
@@ -265,7 +286,10 @@ impl Streamer {
         if start_applier {
             glommio::spawn_local(run_applier(this.clone())).detach();
         }
-        Ok(PendingAck(ack))
+        Ok(PendingAck {
+            ack,
+            rejected: false,
+        })
     }
 
     fn complete(&mut self, ticket: u64, result: Result<()>) {

@@ -175,23 +175,22 @@ impl Shard {
         // The batch may start before `t`: scan its records for the first at or after it.
         let mut next = batch_first;
         while next < end {
-            let records = self
+            let (records, after) = self
                 .scan_records(id, next, end, BATCH_RECORDS_MAX, BATCH_METERED_BYTES_MAX)
                 .await?;
-            let Some(last) = records.last() else {
-                return Ok(None);
-            };
             if let Some(found) = records.iter().find(|r| r.timestamp >= t) {
                 return Ok(Some(found.seq_num));
             }
-            next = last.seq_num + 1;
+            next = after;
         }
         Ok(None)
     }
 
-    /// Stored records of stream `id` in `[from, end)`, at most `max_records`, stopping once
-    /// at least `max_bytes` of values were read (values are never smaller than the metered
-    /// size, so the caller's byte limit is always satisfiable from what is returned).
+    /// Live (unexpired) stored records of stream `id` in `[from, end)`, reading at most
+    /// `max_records` rows and stopping once at least `max_bytes` of values were read
+    /// (values are never smaller than the metered size, so the caller's byte limit is
+    /// always satisfiable from what is returned). Also returns the seq_num after the last
+    /// row read, so a page of only expired records still makes progress.
     pub(crate) async fn scan_records(
         &self,
         id: u128,
@@ -199,9 +198,9 @@ impl Shard {
         end: u64,
         max_records: usize,
         max_bytes: usize,
-    ) -> Result<Vec<SequencedRecord>> {
+    ) -> Result<(Vec<SequencedRecord>, u64)> {
         if from >= end {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), from));
         }
         let rows = self
             .storage
@@ -211,13 +210,21 @@ impl Shard {
                 max_bytes,
             )
             .await?;
-        rows.into_iter()
-            .map(|(key, value)| decode(&key, value))
-            .collect()
+        let now = crate::clock::now_millis();
+        let mut next = if rows.is_empty() { end } else { from };
+        let mut records = Vec::with_capacity(rows.len());
+        for (key, value) in rows {
+            let stored = decode(&key, value)?;
+            next = stored.record.seq_num + 1;
+            if stored.expires_at_ms.is_none_or(|at| at > now) {
+                records.push(stored.record);
+            }
+        }
+        Ok((records, next))
     }
 }
 
-fn decode(key: &Bytes, value: Bytes) -> Result<SequencedRecord> {
+fn decode(key: &Bytes, value: Bytes) -> Result<codec::StoredRecord> {
     let corrupt = |reason: &str| {
         EngineError::Storage(StorageError::Corrupt {
             key: key.to_vec(),
@@ -295,13 +302,13 @@ impl Session {
             let max_bytes = self.limits.bytes.map_or(BATCH_METERED_BYTES_MAX, |b| {
                 (b as usize).min(BATCH_METERED_BYTES_MAX)
             });
-            let records = self
+            let (records, after) = self
                 .shard
                 .scan_records(id, self.next, tail.seq_num, max_records, max_bytes)
                 .await?;
             if records.is_empty() {
-                // Everything up to the tail expired or was removed.
-                self.next = tail.seq_num;
+                // Only expired or removed records in this stretch: skip it.
+                self.next = after;
                 continue;
             }
             if let Flow::Done = self.deliver(records, None).await {

@@ -172,7 +172,10 @@ async fn read_inputs(
                 },
                 Err(e) => Slot::Failed(e),
             };
-            let failed = matches!(slot, Slot::Failed(_));
+            let failed = match &slot {
+                Slot::Failed(_) => true,
+                Slot::Pending(pending) => pending.is_rejected(),
+            };
             if slots.send(slot).await.is_err() || failed {
                 return;
             }

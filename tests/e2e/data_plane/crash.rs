@@ -1,0 +1,325 @@
+//! Durability of acknowledged appends across `kill -9` and a restart with another shard
+//! count on the same `--local-root` (SEMANTICS.md §4, §10).
+
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use s2_sdk::append_session::AppendSessionConfig;
+use s2_sdk::types::{
+    AppendAck, AppendInput, AppendRecord, AppendRecordBatch, Header, ReadFrom, ReadInput,
+    ReadStart, SequencedRecord, StreamPosition,
+};
+use s2_sdk::S2Stream;
+use serde_json::json;
+
+use super::{create_basin, create_stream, now_ms, sdk_no_retry};
+use crate::harness::{basin_name, stream_name, Server};
+
+/// How many batches each writer has planned; the kill comes long before they are done.
+const PLANNED_BATCHES: usize = 3000;
+/// Acks to collect from each writer before the kill.
+const SESSION_ACKS_BEFORE_KILL: usize = 150;
+const UNARY_ACKS_BEFORE_KILL: usize = 30;
+
+#[derive(Debug, Clone)]
+struct Planned {
+    headers: Vec<(String, String)>,
+    body: String,
+    timestamp: u64,
+}
+
+/// Deterministic batches of 1 to 5 records with strictly increasing client timestamps in
+/// the past (so `client-prefer` keeps them exactly).
+fn plan(writer: &str, base_timestamp: u64) -> Vec<Vec<Planned>> {
+    let mut index = 0u64;
+    (0..PLANNED_BATCHES)
+        .map(|batch| {
+            let count = 1 + (batch * 7) % 5;
+            (0..count)
+                .map(|i| {
+                    let planned = Planned {
+                        headers: vec![
+                            ("writer".to_owned(), writer.to_owned()),
+                            ("batch".to_owned(), batch.to_string()),
+                            ("index".to_owned(), i.to_string()),
+                        ],
+                        body: format!("{writer}-{batch}-{i}-{}", "x".repeat((batch * 13 + i) % 97)),
+                        timestamp: base_timestamp + index,
+                    };
+                    index += 1;
+                    planned
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn to_input(batch: &[Planned]) -> AppendInput {
+    let records = batch.iter().map(|planned| {
+        AppendRecord::new(planned.body.clone())
+            .expect("record")
+            .with_headers(
+                planned
+                    .headers
+                    .iter()
+                    .map(|(name, value)| Header::new(name.clone(), value.clone())),
+            )
+            .expect("record headers")
+            .with_timestamp(planned.timestamp)
+    });
+    AppendInput::new(AppendRecordBatch::try_from_iter(records).expect("batch"))
+}
+
+/// Every record of a stream, read with unary reads from 0 to the tail.
+async fn read_everything(stream: &S2Stream) -> (Vec<SequencedRecord>, StreamPosition) {
+    let tail = stream.check_tail().await.expect("check tail after restart");
+    let mut records: Vec<SequencedRecord> = Vec::new();
+    while (records.len() as u64) < tail.seq_num {
+        let from = records.len() as u64;
+        let batch = stream
+            .read(ReadInput::new().with_start(ReadStart::new().with_from(ReadFrom::SeqNum(from))))
+            .await
+            .unwrap_or_else(|err| panic!("read from {from} after restart: {err}"));
+        assert!(
+            !batch.records.is_empty(),
+            "no records at {from} although the tail is {}",
+            tail.seq_num
+        );
+        records.extend(batch.records);
+    }
+    (records, tail)
+}
+
+/// The stream holds whole planned batches in order, densely numbered from 0, covering at
+/// least every acknowledged batch, with acks that match their batches.
+fn verify(
+    name: &str,
+    records: &[SequencedRecord],
+    tail: StreamPosition,
+    plan: &[Vec<Planned>],
+    acks: &[AppendAck],
+) {
+    assert_eq!(
+        records.len() as u64,
+        tail.seq_num,
+        "{name}: record count vs tail"
+    );
+    for (at, record) in records.iter().enumerate() {
+        assert_eq!(
+            record.seq_num, at as u64,
+            "{name}: seq_nums must be dense, without duplicates"
+        );
+    }
+
+    let mut next = 0u64;
+    for (batch, ack) in acks.iter().enumerate() {
+        let planned = &plan[batch];
+        assert_eq!(ack.start.seq_num, next, "{name}: ack {batch} start");
+        assert_eq!(
+            ack.end.seq_num,
+            next + planned.len() as u64,
+            "{name}: ack {batch} end"
+        );
+        assert_eq!(
+            ack.start.timestamp, planned[0].timestamp,
+            "{name}: ack {batch} start timestamp"
+        );
+        assert_eq!(
+            ack.end.timestamp,
+            planned[planned.len() - 1].timestamp,
+            "{name}: ack {batch} end timestamp"
+        );
+        next = ack.end.seq_num;
+    }
+    assert!(
+        tail.seq_num >= next,
+        "{name}: acknowledged records were lost: tail {} < last acknowledged end {next}",
+        tail.seq_num
+    );
+
+    let mut offset = 0usize;
+    let mut batch = 0usize;
+    while offset < records.len() {
+        let planned = &plan[batch];
+        assert!(
+            offset + planned.len() <= records.len(),
+            "{name}: batch {batch} is only partly stored"
+        );
+        for (i, want) in planned.iter().enumerate() {
+            let got = &records[offset + i];
+            assert_eq!(
+                got.body.as_ref(),
+                want.body.as_bytes(),
+                "{name}: body at {}",
+                offset + i
+            );
+            assert_eq!(
+                got.timestamp,
+                want.timestamp,
+                "{name}: timestamp at {}",
+                offset + i
+            );
+            let headers: Vec<(Vec<u8>, Vec<u8>)> = got
+                .headers
+                .iter()
+                .map(|h| (h.name.to_vec(), h.value.to_vec()))
+                .collect();
+            let wanted: Vec<(Vec<u8>, Vec<u8>)> = want
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect();
+            assert_eq!(headers, wanted, "{name}: headers at {}", offset + i);
+        }
+        offset += planned.len();
+        batch += 1;
+    }
+    assert!(batch >= acks.len());
+    if let Some(last) = records.last() {
+        assert_eq!(tail.timestamp, last.timestamp, "{name}: tail timestamp");
+    }
+}
+
+// B-149 B-150 B-253 (durability of acknowledged appends)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_appends_survive_kill_and_restart() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let root = dir.path().to_str().expect("UTF-8 temp path").to_owned();
+    let mut server = Server::start(&["--shards", "2", "--local-root", root.as_str()]);
+    let port = server.port();
+    let basin = create_basin(port, "dp-crash", json!({}));
+    create_stream(port, &basin, "session", None);
+    create_stream(port, &basin, "unary", None);
+    let base_timestamp = now_ms() - 3_600_000;
+    let session_plan = Arc::new(plan("session", base_timestamp));
+    let unary_plan = Arc::new(plan("unary", base_timestamp));
+
+    let client = sdk_no_retry(&server.endpoint());
+    let handle = client.basin(basin_name(&basin));
+
+    // Pipelined writer: an append session with up to 16 batches in flight.
+    let session_acks: Arc<Mutex<Vec<AppendAck>>> = Arc::default();
+    let session_task = {
+        let stream = handle.stream(stream_name("session"));
+        let plan = Arc::clone(&session_plan);
+        let acks = Arc::clone(&session_acks);
+        tokio::spawn(async move {
+            let session = stream.append_session(
+                AppendSessionConfig::new()
+                    .with_max_unacked_batches(NonZeroU32::new(16).expect("non-zero")),
+            );
+            let (ticket_tx, mut ticket_rx) = tokio::sync::mpsc::unbounded_channel();
+            let acker = tokio::spawn(async move {
+                while let Some(ticket) = ticket_rx.recv().await {
+                    match ticket.await {
+                        Ok(ack) => {
+                            acks.lock().expect("acks lock").push(ack);
+                        }
+                        Err(_) => break,
+                    }
+                }
+            });
+            for batch in plan.iter() {
+                match tokio::time::timeout(Duration::from_secs(15), session.submit(to_input(batch)))
+                    .await
+                {
+                    Ok(Ok(ticket)) => {
+                        if ticket_tx.send(ticket).is_err() {
+                            break;
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            drop(ticket_tx);
+            acker.await.expect("acker task");
+            drop(session);
+        })
+    };
+
+    // Sequential writer: unary appends, one in flight at a time.
+    let unary_acks: Arc<Mutex<Vec<AppendAck>>> = Arc::default();
+    let unary_task = {
+        let stream = handle.stream(stream_name("unary"));
+        let plan = Arc::clone(&unary_plan);
+        let acks = Arc::clone(&unary_acks);
+        tokio::spawn(async move {
+            for batch in plan.iter() {
+                match tokio::time::timeout(Duration::from_secs(15), stream.append(to_input(batch)))
+                    .await
+                {
+                    Ok(Ok(ack)) => {
+                        acks.lock().expect("acks lock").push(ack);
+                    }
+                    _ => break,
+                }
+            }
+        })
+    };
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let session_done = session_acks.lock().expect("acks lock").len();
+        let unary_done = unary_acks.lock().expect("acks lock").len();
+        if session_done >= SESSION_ACKS_BEFORE_KILL && unary_done >= UNARY_ACKS_BEFORE_KILL {
+            break;
+        }
+        assert!(
+            !session_task.is_finished() && !unary_task.is_finished(),
+            "a writer stopped before the crash ({session_done} session acks, {unary_done} unary acks); stderr:\n{}",
+            server.stderr_text()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "too slow: {session_done} session acks and {unary_done} unary acks after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.kill9();
+
+    tokio::time::timeout(Duration::from_secs(30), session_task)
+        .await
+        .expect("the session writer did not stop after the kill")
+        .expect("session writer task");
+    tokio::time::timeout(Duration::from_secs(30), unary_task)
+        .await
+        .expect("the unary writer did not stop after the kill")
+        .expect("unary writer task");
+    let session_acks = session_acks.lock().expect("acks lock").clone();
+    let unary_acks = unary_acks.lock().expect("acks lock").clone();
+    assert!(
+        session_acks.len() < PLANNED_BATCHES && unary_acks.len() < PLANNED_BATCHES,
+        "the kill did not interrupt the writers"
+    );
+
+    // Restart on the same directory with another shard count.
+    let restarted = Server::start(&["--shards", "1", "--local-root", root.as_str()]);
+    let client = sdk_no_retry(&restarted.endpoint());
+    let handle = client.basin(basin_name(&basin));
+    for (name, plan, acks) in [
+        ("session", &session_plan, &session_acks),
+        ("unary", &unary_plan, &unary_acks),
+    ] {
+        let stream = handle.stream(stream_name(name));
+        let (records, tail) = read_everything(&stream).await;
+        verify(name, &records, tail, plan, acks);
+
+        // The stream keeps going where it stopped.
+        let ack = stream
+            .append(AppendInput::new(
+                AppendRecordBatch::try_from_iter([
+                    AppendRecord::new("after restart").expect("record")
+                ])
+                .expect("batch"),
+            ))
+            .await
+            .unwrap_or_else(|err| panic!("{name}: append after restart: {err}"));
+        assert_eq!(
+            ack.start.seq_num, tail.seq_num,
+            "{name}: the next seq_num after restart"
+        );
+        assert!(ack.start.timestamp >= tail.timestamp);
+    }
+    drop(server);
+}
