@@ -42,7 +42,7 @@ pub const SLATEDB_ENV_PREFIX: &str = "SL8_";
 const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(5);
 
 /// The data directory inside the object store (the bucket's `--path`, if any, goes before it).
-const DB_PATH: &str = "sluice";
+pub const DB_PATH: &str = "sluice";
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -62,25 +62,34 @@ pub struct Sidecar {
 
 impl Sidecar {
     pub fn open(location: &StorageLocation, io_threads: usize) -> Result<Sidecar, OpenError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(io_threads.max(1))
-            .thread_name("sluice-io")
-            .enable_all()
-            .build()?;
-        let store = object_store_for(location)?;
         let path = match location {
             StorageLocation::S3 {
                 path: Some(prefix), ..
             } => format!("{}/{DB_PATH}", prefix.trim_matches('/')),
             _ => DB_PATH.to_owned(),
         };
+        Sidecar::open_with_store(object_store_for(location)?, &path, io_threads)
+    }
+
+    /// Open the database at `path` inside any object store (tests use this to inject
+    /// faults between SlateDB and the store).
+    pub fn open_with_store(
+        store: Arc<dyn ObjectStore>,
+        path: &str,
+        io_threads: usize,
+    ) -> Result<Sidecar, OpenError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(io_threads.max(1))
+            .thread_name("sluice-io")
+            .enable_all()
+            .build()?;
         let defaults = Settings {
             flush_interval: Some(DEFAULT_FLUSH_INTERVAL),
             ..Settings::default()
         };
         let settings = Settings::from_env_with_default(SLATEDB_ENV_PREFIX, defaults)?;
         let db = runtime.block_on(async {
-            Db::builder(path, store)
+            Db::builder(path.to_owned(), store)
                 .with_settings(settings)
                 .build()
                 .await

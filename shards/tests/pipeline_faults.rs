@@ -1,0 +1,274 @@
+//! The append pipeline under storage faults: an object store that starts refusing
+//! write-ahead-log uploads while appends are in flight.
+//!
+//! What must hold: acknowledgements form a dense prefix (no ack after a failure), the
+//! failed appends and everything after them fail, the tail falls back to the last durable
+//! position, and after reopening the same store every acknowledged record is there, in
+//! place, with nothing missing below the tail.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use slatedb::object_store::memory::InMemory;
+use slatedb::object_store::path::Path;
+use slatedb::object_store::{
+    self, CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+use sluice_shards::config::{BasinConfig, StreamConfigSpec};
+use sluice_shards::executors::spawn_shards;
+use sluice_shards::names::{BasinName, StreamName};
+use sluice_shards::records::{AppendBatch, AppendRecord, SequencedRecord};
+use sluice_shards::storage::{Sidecar, DB_PATH};
+use sluice_shards::streamer::{AutoCreate, ReadItem, ReadLimits, ReadRequest, ReadStart};
+use sluice_shards::{EngineOptions, Shard};
+
+/// Passes everything through, except that WAL uploads fail while `fail_wal` is set. The
+/// error is one SlateDB does not retry, so the failure reaches the pipeline.
+#[derive(Debug)]
+struct FaultyStore {
+    inner: Arc<dyn ObjectStore>,
+    fail_wal: Arc<AtomicBool>,
+}
+
+impl fmt::Display for FaultyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FaultyStore({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for FaultyStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        if self.fail_wal.load(Ordering::SeqCst) && location.as_ref().contains("/wal/") {
+            return Err(object_store::Error::NotImplemented {
+                operation: "put (injected fault)".to_owned(),
+                implementer: "FaultyStore".to_owned(),
+            });
+        }
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+const DURABLE_FIRST: usize = 20;
+const IN_FLIGHT: usize = 30;
+
+fn names() -> (BasinName, StreamName) {
+    ("fault-basin".parse().unwrap(), "faulty".parse().unwrap())
+}
+
+fn one_record(i: usize) -> AppendBatch {
+    let record = AppendRecord {
+        timestamp: None,
+        headers: Vec::new(),
+        body: Bytes::from(format!("record-{i}")),
+    };
+    AppendBatch::new(vec![record], None, None).unwrap()
+}
+
+/// Run `scenario` on a single shard over `store` and return what it produced.
+fn on_one_shard<T, F, Fut>(store: Arc<dyn ObjectStore>, scenario: F) -> T
+where
+    T: Send + 'static,
+    F: Fn(std::rc::Rc<Shard>) -> Fut + Send + Clone + 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+{
+    let sidecar = Sidecar::open_with_store(store, DB_PATH, 2).expect("open storage");
+    let (tx, rx) = mpsc::channel();
+    let handles = spawn_shards(
+        1,
+        sidecar.storage(),
+        EngineOptions::default(),
+        move |shard| {
+            let (tx, scenario) = (tx.clone(), scenario.clone());
+            async move {
+                let _ = tx.send(scenario(shard).await);
+            }
+        },
+    )
+    .expect("start shard");
+    let out = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("scenario finished in time");
+    for h in handles {
+        h.join().expect("shard exits cleanly");
+    }
+    // A database whose WAL writes failed may refuse to close cleanly; that is expected.
+    let _ = sidecar.close();
+    out
+}
+
+#[test]
+fn a_failed_write_fails_the_rest_of_the_pipeline_and_loses_nothing_acknowledged() {
+    let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let fail_wal = Arc::new(AtomicBool::new(false));
+    let store = Arc::new(FaultyStore {
+        inner: inner.clone(),
+        fail_wal: fail_wal.clone(),
+    });
+
+    let (results, tail_after) = on_one_shard(store, move |shard| {
+        let fail_wal = fail_wal.clone();
+        async move {
+            let (basin, stream) = names();
+            shard
+                .create_basin(basin.clone(), BasinConfig::default(), None)
+                .await
+                .unwrap();
+            shard
+                .create_stream(
+                    basin.clone(),
+                    stream.clone(),
+                    StreamConfigSpec::default(),
+                    None,
+                )
+                .await
+                .unwrap();
+            let mut results = Vec::new();
+            for i in 0..DURABLE_FIRST {
+                let pending = shard
+                    .append(basin.clone(), stream.clone(), one_record(i), AutoCreate::No)
+                    .await
+                    .unwrap();
+                results.push(pending.wait().await.map(|ack| ack.start.seq_num));
+            }
+            // From here every WAL upload fails; submit without waiting, so all are in
+            // flight together.
+            fail_wal.store(true, Ordering::SeqCst);
+            let mut pending = Vec::new();
+            for i in DURABLE_FIRST..DURABLE_FIRST + IN_FLIGHT {
+                match shard
+                    .append(basin.clone(), stream.clone(), one_record(i), AutoCreate::No)
+                    .await
+                {
+                    Ok(p) => pending.push(Ok(p)),
+                    Err(e) => pending.push(Err(e)),
+                }
+            }
+            for p in pending {
+                results.push(match p {
+                    Ok(p) => p.wait().await.map(|ack| ack.start.seq_num),
+                    Err(e) => Err(e),
+                });
+            }
+            let tail = shard
+                .check_tail(basin, stream, AutoCreate::No)
+                .await
+                .map(|t| t.seq_num);
+            (results, tail)
+        }
+    });
+
+    let acked = results.iter().take_while(|r| r.is_ok()).count();
+    assert!(
+        results[acked..].iter().all(|r| r.is_err()),
+        "an append was acknowledged after an earlier one failed: {results:?}"
+    );
+    assert!(
+        acked >= DURABLE_FIRST,
+        "the appends before the fault were acknowledged"
+    );
+    assert!(
+        acked < results.len(),
+        "the fault failed the appends in flight"
+    );
+    for (i, r) in results[..acked].iter().enumerate() {
+        assert_eq!(
+            r.as_ref().ok(),
+            Some(&(i as u64)),
+            "acks are dense and in order"
+        );
+    }
+    if let Ok(tail) = tail_after {
+        assert_eq!(
+            tail, acked as u64,
+            "the tail fell back to the last durable position"
+        );
+    }
+
+    // Reopen the same objects without the fault: everything acknowledged is there.
+    let records: Vec<SequencedRecord> = on_one_shard(inner, |shard| async move {
+        let (basin, stream) = names();
+        let request = ReadRequest {
+            start: ReadStart::SeqNum(0),
+            clamp: true,
+            limits: ReadLimits {
+                count: Some(1000),
+                ..Default::default()
+            },
+            wait: None,
+        };
+        let mut session = match shard.read(basin, stream, request, AutoCreate::No).await {
+            Ok(s) => s,
+            Err(e) => panic!("reading back failed: {e}"),
+        };
+        let mut records = Vec::new();
+        while let Some(item) = session.0.next().await {
+            match item {
+                ReadItem::Batch(b) => records.extend(b.records),
+                ReadItem::Heartbeat(_) => {}
+                ReadItem::Error(e) => panic!("reading back failed: {e}"),
+            }
+        }
+        records
+    });
+    assert!(
+        records.len() >= acked,
+        "acknowledged records survive: {} < {acked}",
+        records.len()
+    );
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r.seq_num, i as u64, "no gap, no duplicate");
+        assert_eq!(r.body, Bytes::from(format!("record-{i}")));
+    }
+}
