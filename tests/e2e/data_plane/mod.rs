@@ -7,6 +7,7 @@
 
 mod append;
 mod crash;
+mod fanout;
 mod proto;
 mod read;
 mod sessions;
