@@ -12,7 +12,7 @@ use sluice_shards::Shard;
 use super::wire::{self, CreateStreamRequest, StreamConfigJson, StreamReconfigurationJson};
 use super::{headers, ApiError, ApiResult, Body};
 
-fn target(raw: &str, req: &Request<Incoming>) -> ApiResult<(BasinName, StreamName)> {
+pub(super) fn target(raw: &str, req: &Request<Incoming>) -> ApiResult<(BasinName, StreamName)> {
     let basin = headers::basin(req.headers())?;
     let stream = super::path_segment(raw)?
         .parse()

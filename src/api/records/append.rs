@@ -13,7 +13,8 @@ use sluice_shards::records::AppendBatch;
 use sluice_shards::streamer::{AutoCreate, PendingAck};
 use sluice_shards::Shard;
 
-use super::{format, stream_config_header, streaming, target};
+use super::{format, s2s_compression, stream_config_header, streaming};
+use crate::api::streams::target;
 use crate::api::{body, headers, ApiError, ApiResult, Body};
 use crate::wire::json::{self, JsonError};
 use crate::wire::proto::{self, ProtoError};
@@ -101,12 +102,7 @@ async fn session(
     req: Request<Incoming>,
 ) -> ApiResult<Response<Body>> {
     let spec = stream_config_header(req.headers())?;
-    let compression = Compression::negotiate(
-        req.headers()
-            .get_all(header::ACCEPT_ENCODING)
-            .iter()
-            .filter_map(|v| v.to_str().ok()),
-    );
+    let compression = s2s_compression(req.headers());
     // Errors about the stream itself are plain HTTP errors, before any frame.
     shard
         .check_tail(basin.clone(), stream.clone(), AutoCreate::OnAppend(spec))

@@ -10,7 +10,6 @@ use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use sluice_shards::config::StreamConfigSpec;
-use sluice_shards::names::{BasinName, StreamName};
 use sluice_shards::Shard;
 
 use super::wire::StreamConfigJson;
@@ -23,12 +22,14 @@ pub use read::read;
 /// Frames a streaming response may have queued before its producer waits.
 const STREAM_BUFFER_FRAMES: usize = 8;
 
-pub(super) fn target(raw: &str, req: &Request<Incoming>) -> ApiResult<(BasinName, StreamName)> {
-    let basin = headers::basin(req.headers())?;
-    let stream = super::path_segment(raw)?
-        .parse()
-        .map_err(|e| ApiError::BadPath(format!("Invalid URL: {e}")))?;
-    Ok((basin, stream))
+/// The S2S frame compression the client accepts (WIRE §5.1).
+fn s2s_compression(headers: &HeaderMap) -> crate::wire::s2s::Compression {
+    crate::wire::s2s::Compression::negotiate(
+        headers
+            .get_all(header::ACCEPT_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    )
 }
 
 pub async fn check_tail(
@@ -36,7 +37,7 @@ pub async fn check_tail(
     raw: &str,
     req: Request<Incoming>,
 ) -> ApiResult<Response<Body>> {
-    let (basin, stream) = target(raw, &req)?;
+    let (basin, stream) = super::streams::target(raw, &req)?;
     // Auto-creation here uses the basin defaults only; S2-Stream-Config is not consulted.
     let auto = sluice_shards::streamer::AutoCreate::OnRead(StreamConfigSpec::default());
     let tail = shard.check_tail(basin, stream, auto).await?;

@@ -16,7 +16,8 @@ use sluice_shards::streamer::{
 };
 use sluice_shards::Shard;
 
-use super::{format, stream_config_header, streaming, target};
+use super::{format, s2s_compression, stream_config_header, streaming};
+use crate::api::streams::target;
 use crate::api::{headers, ApiError, ApiResult, Body};
 use crate::wire::json::{self, Format};
 use crate::wire::s2s::{self, Compression};
@@ -128,12 +129,7 @@ pub async fn read(
             resp
         }
         Mode::S2s => {
-            let compression = Compression::negotiate(
-                req.headers()
-                    .get_all(header::ACCEPT_ENCODING)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok()),
-            );
+            let compression = s2s_compression(req.headers());
             let (out, resp) = streaming("s2s/proto");
             glommio::spawn_local(run_s2s(session, out, compression)).detach();
             resp
