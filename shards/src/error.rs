@@ -31,6 +31,12 @@ pub enum EngineError {
     },
     #[error("append condition failed")]
     ConditionFailed(ConditionFailed),
+    /// The encryption key is missing or unusable for the stream's cipher (400 bad_header).
+    #[error("{0}")]
+    EncryptionKey(String),
+    /// A stored record did not open with the key given (400).
+    #[error("record decryption failed")]
+    DecryptionFailed,
     /// Well-formed but semantically invalid input (422).
     #[error("{0}")]
     Invalid(String),

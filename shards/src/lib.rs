@@ -5,6 +5,7 @@
 pub mod catalogue;
 pub mod clock;
 pub mod config;
+pub mod crypto;
 pub mod error;
 pub mod executors;
 mod locks;

@@ -177,7 +177,13 @@ fn a_failed_write_fails_the_rest_of_the_pipeline_and_loses_nothing_acknowledged(
             let mut results = Vec::new();
             for i in 0..DURABLE_FIRST {
                 let pending = shard
-                    .append(basin.clone(), stream.clone(), one_record(i), AutoCreate::No)
+                    .append(
+                        basin.clone(),
+                        stream.clone(),
+                        one_record(i),
+                        None,
+                        AutoCreate::No,
+                    )
                     .await
                     .unwrap();
                 results.push(pending.wait().await.map(|ack| ack.start.seq_num));
@@ -188,7 +194,13 @@ fn a_failed_write_fails_the_rest_of_the_pipeline_and_loses_nothing_acknowledged(
             let mut pending = Vec::new();
             for i in DURABLE_FIRST..DURABLE_FIRST + IN_FLIGHT {
                 match shard
-                    .append(basin.clone(), stream.clone(), one_record(i), AutoCreate::No)
+                    .append(
+                        basin.clone(),
+                        stream.clone(),
+                        one_record(i),
+                        None,
+                        AutoCreate::No,
+                    )
                     .await
                 {
                     Ok(p) => pending.push(Ok(p)),
@@ -247,6 +259,7 @@ fn a_failed_write_fails_the_rest_of_the_pipeline_and_loses_nothing_acknowledged(
                 ..Default::default()
             },
             wait: None,
+            key: None,
         };
         let mut session = match shard.read(basin, stream, request, AutoCreate::No).await {
             Ok(s) => s,

@@ -94,6 +94,8 @@ impl ApiError {
                     (StatusCode::PRECONDITION_FAILED, "append_condition_failed")
                 }
                 E::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+                E::EncryptionKey(_) => (StatusCode::BAD_REQUEST, "bad_header"),
+                E::DecryptionFailed => (StatusCode::BAD_REQUEST, "decryption_failed"),
                 E::Unwritten(_) => (StatusCode::RANGE_NOT_SATISFIABLE, "read_unwritten"),
                 E::Storage(StorageError::SidecarGone) | E::Unavailable(_) => {
                     (StatusCode::SERVICE_UNAVAILABLE, "unavailable")

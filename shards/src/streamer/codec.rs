@@ -1,8 +1,10 @@
 //! Byte layouts of the values a streamer persists.
 //!
-//! Record (`10` keys):
-//! `format(1) = 0 | timestamp(8) | expires_at_ms(8) | header_count(4) |
-//!  (name_len(4) name value_len(4) value)* | body`
+//! Record (`10` keys): `format(1) | timestamp(8) | expires_at_ms(8) | payload`, where the
+//! payload is `header_count(4) | (name_len(4) name value_len(4) value)* | body`:
+//! - format 0: the payload in the clear;
+//! - format 1 (aegis-256) and 2 (aes-256-gcm): the payload sealed by [`crate::crypto`],
+//!   with the stream id and seq_num as associated data.
 //!
 //! `expires_at_ms` is the write time plus the retention age under the config at write
 //! time, 0 for never; reads skip records past it, before compaction removes them.
@@ -14,16 +16,37 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use crate::config::Cipher;
+use crate::crypto::{self, EncryptionKey};
 use crate::records::{FencingToken, Header, Position, SequencedRecord};
 
+/// Record formats. Persisted: never renumber.
 const FORMAT_PLAIN: u8 = 0;
+const FORMAT_AEGIS_256: u8 = 1;
+const FORMAT_AES_256_GCM: u8 = 2;
+
+/// Bytes before the payload: format, timestamp, expiry.
+const RECORD_PREFIX_BYTES: usize = 17;
+
+/// Why a stored record could not be turned back into a record.
+#[derive(Debug)]
+pub enum DecodeError {
+    Undecodable(&'static str),
+    /// Sealed, and the key given does not open it.
+    DecryptionFailed,
+    /// Sealed, and no key was given.
+    KeyRequired(Cipher),
+}
 
 /// Why a stored value could not be decoded.
 #[derive(Debug)]
 pub struct Undecodable(pub &'static str);
 
-/// Bytes before the headers: format, timestamp, expiry, header count.
-const RECORD_PREFIX_BYTES: usize = 21;
+impl From<Undecodable> for DecodeError {
+    fn from(u: Undecodable) -> DecodeError {
+        DecodeError::Undecodable(u.0)
+    }
+}
 
 /// A stored record and when it expires (`None`: never).
 pub struct StoredRecord {
@@ -31,30 +54,78 @@ pub struct StoredRecord {
     pub expires_at_ms: Option<u64>,
 }
 
+/// How the payload of new records is stored.
+pub enum Sealing<'a> {
+    Plain,
+    Sealed {
+        cipher: Cipher,
+        key: &'a EncryptionKey,
+        stream_id: u128,
+    },
+}
+
+fn associated_data(stream_id: u128, seq_num: u64) -> [u8; 24] {
+    let mut aad = [0u8; 24];
+    aad[..16].copy_from_slice(&stream_id.to_be_bytes());
+    aad[16..].copy_from_slice(&seq_num.to_be_bytes());
+    aad
+}
+
+fn encode_payload(headers: &[Header], body: &[u8], out: &mut BytesMut) {
+    out.put_u32(headers.len() as u32);
+    for h in headers {
+        out.put_u32(h.name.len() as u32);
+        out.put_slice(&h.name);
+        out.put_u32(h.value.len() as u32);
+        out.put_slice(&h.value);
+    }
+    out.put_slice(body);
+}
+
+fn payload_len(headers: &[Header], body: &[u8]) -> usize {
+    4 + headers
+        .iter()
+        .map(|h| 8 + h.name.len() + h.value.len())
+        .sum::<usize>()
+        + body.len()
+}
+
 pub fn encode_record(
+    sealing: &Sealing<'_>,
+    seq_num: u64,
     timestamp: u64,
     expires_at_ms: Option<u64>,
     headers: &[Header],
     body: &[u8],
 ) -> Bytes {
-    let size = RECORD_PREFIX_BYTES
-        + headers
-            .iter()
-            .map(|h| 8 + h.name.len() + h.value.len())
-            .sum::<usize>()
-        + body.len();
-    let mut v = BytesMut::with_capacity(size);
-    v.put_u8(FORMAT_PLAIN);
+    let mut v = BytesMut::with_capacity(RECORD_PREFIX_BYTES + payload_len(headers, body) + 48);
+    let format = match sealing {
+        Sealing::Plain => FORMAT_PLAIN,
+        Sealing::Sealed {
+            cipher: Cipher::Aegis256,
+            ..
+        } => FORMAT_AEGIS_256,
+        Sealing::Sealed {
+            cipher: Cipher::Aes256Gcm,
+            ..
+        } => FORMAT_AES_256_GCM,
+    };
+    v.put_u8(format);
     v.put_u64(timestamp);
     v.put_u64(expires_at_ms.unwrap_or(0));
-    v.put_u32(headers.len() as u32);
-    for h in headers {
-        v.put_u32(h.name.len() as u32);
-        v.put_slice(&h.name);
-        v.put_u32(h.value.len() as u32);
-        v.put_slice(&h.value);
+    match sealing {
+        Sealing::Plain => encode_payload(headers, body, &mut v),
+        Sealing::Sealed {
+            cipher,
+            key,
+            stream_id,
+        } => {
+            let mut plain = BytesMut::with_capacity(payload_len(headers, body));
+            encode_payload(headers, body, &mut plain);
+            let aad = associated_data(*stream_id, seq_num);
+            v.put_slice(&crypto::seal(*cipher, key, &aad, &plain));
+        }
     }
-    v.put_slice(body);
     v.freeze()
 }
 
@@ -72,16 +143,8 @@ fn take_u32(buf: &mut Bytes) -> Result<u32, Undecodable> {
     Ok(buf.get_u32())
 }
 
-pub fn decode_record(seq_num: u64, mut value: Bytes) -> Result<StoredRecord, Undecodable> {
-    if value.remaining() < RECORD_PREFIX_BYTES {
-        return Err(Undecodable("record value truncated"));
-    }
-    if value.get_u8() != FORMAT_PLAIN {
-        return Err(Undecodable("unknown record format"));
-    }
-    let timestamp = value.get_u64();
-    let expires_at_ms = Some(value.get_u64()).filter(|&t| t != 0);
-    let count = value.get_u32() as usize;
+fn decode_payload(mut value: Bytes) -> Result<(Vec<Header>, Bytes), Undecodable> {
+    let count = take_u32(&mut value)? as usize;
     // Each header takes at least 8 bytes: refuse counts the value cannot hold.
     if count > value.remaining() / 8 {
         return Err(Undecodable("header count exceeds value"));
@@ -97,12 +160,47 @@ pub fn decode_record(seq_num: u64, mut value: Bytes) -> Result<StoredRecord, Und
             value: value_bytes,
         });
     }
+    Ok((headers, value))
+}
+
+/// Decode a stored record; sealed ones need `key` (the stream's cipher and key).
+pub fn decode_record(
+    stream_id: u128,
+    seq_num: u64,
+    mut value: Bytes,
+    key: Option<&(Cipher, EncryptionKey)>,
+) -> Result<StoredRecord, DecodeError> {
+    if value.remaining() < RECORD_PREFIX_BYTES {
+        return Err(DecodeError::Undecodable("record value truncated"));
+    }
+    let format = value.get_u8();
+    let timestamp = value.get_u64();
+    let expires_at_ms = Some(value.get_u64()).filter(|&t| t != 0);
+    let cipher = match format {
+        FORMAT_PLAIN => None,
+        FORMAT_AEGIS_256 => Some(Cipher::Aegis256),
+        FORMAT_AES_256_GCM => Some(Cipher::Aes256Gcm),
+        _ => return Err(DecodeError::Undecodable("unknown record format")),
+    };
+    let payload = match cipher {
+        None => value,
+        Some(cipher) => {
+            let Some((_, key)) = key else {
+                return Err(DecodeError::KeyRequired(cipher));
+            };
+            let aad = associated_data(stream_id, seq_num);
+            Bytes::from(
+                crypto::open(cipher, key, &aad, &value).ok_or(DecodeError::DecryptionFailed)?,
+            )
+        }
+    };
+    let (headers, body) = decode_payload(payload)?;
     Ok(StoredRecord {
         record: SequencedRecord {
             seq_num,
             timestamp,
             headers,
-            body: value,
+            body,
         },
         expires_at_ms,
     })
@@ -162,8 +260,8 @@ mod tests {
                 value: Bytes::from_static(b"fence"),
             },
         ];
-        let v = encode_record(42, Some(99), &headers, b"body");
-        let stored = decode_record(7, v).unwrap();
+        let v = encode_record(&Sealing::Plain, 7, 42, Some(99), &headers, b"body");
+        let stored = decode_record(1, 7, v, None).unwrap();
         assert_eq!(stored.expires_at_ms, Some(99));
         let r = stored.record;
         assert_eq!(r.seq_num, 7);
@@ -174,19 +272,59 @@ mod tests {
 
     #[test]
     fn corrupt_records_are_errors_not_panics() {
+        let plain = encode_record(&Sealing::Plain, 0, 1, None, &[], b"");
         assert_eq!(
-            decode_record(0, encode_record(1, None, &[], b""))
+            decode_record(1, 0, plain.clone(), None)
                 .unwrap()
                 .expires_at_ms,
             None
         );
-        let v = encode_record(1, None, &[], b"");
-        for cut in 0..v.len() {
-            assert!(decode_record(0, v.slice(..cut)).is_err());
+        for cut in 0..plain.len() {
+            assert!(decode_record(1, 0, plain.slice(..cut), None).is_err());
         }
-        let mut bad = BytesMut::from(&v[..]);
+        let mut bad = BytesMut::from(&plain[..]);
         bad[17..21].copy_from_slice(&u32::MAX.to_be_bytes());
-        assert!(decode_record(0, bad.freeze()).is_err());
+        assert!(decode_record(1, 0, bad.freeze(), None).is_err());
+    }
+
+    #[test]
+    fn sealed_records_need_the_right_key_and_position() {
+        use base64::Engine as _;
+        let material = |b: u8| {
+            crate::crypto::KeyMaterial::new(
+                &base64::engine::general_purpose::STANDARD.encode([b; 32]),
+            )
+            .unwrap()
+        };
+        for cipher in [Cipher::Aegis256, Cipher::Aes256Gcm] {
+            let key = material(1).key_for(cipher).unwrap();
+            let sealing = Sealing::Sealed {
+                cipher,
+                key: &key,
+                stream_id: 9,
+            };
+            let v = encode_record(&sealing, 3, 5, None, &[], b"secret");
+            assert!(
+                !v.windows(6).any(|w| w == b"secret"),
+                "body stored in the clear"
+            );
+            let right = (cipher, key.clone());
+            let got = decode_record(9, 3, v.clone(), Some(&right)).unwrap();
+            assert_eq!(&got.record.body[..], b"secret");
+            let wrong = (cipher, material(2).key_for(cipher).unwrap());
+            assert!(matches!(
+                decode_record(9, 3, v.clone(), Some(&wrong)),
+                Err(DecodeError::DecryptionFailed)
+            ));
+            assert!(matches!(
+                decode_record(9, 4, v.clone(), Some(&right)),
+                Err(DecodeError::DecryptionFailed)
+            ));
+            assert!(matches!(
+                decode_record(9, 3, v, None),
+                Err(DecodeError::KeyRequired(_))
+            ));
+        }
     }
 
     #[test]

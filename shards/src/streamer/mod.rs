@@ -25,7 +25,8 @@ use slatedb::WriteBatch;
 pub use read::{ReadItem, ReadLimits, ReadRequest, ReadSession, ReadStart};
 
 use crate::catalogue::StreamMeta;
-use crate::config::{RetentionPolicy, TimestampingMode};
+use crate::config::{Cipher, RetentionPolicy, TimestampingMode};
+use crate::crypto::{EncryptionKey, KeyMaterial, AES_GCM_SEQ_NUM_MAX};
 use crate::error::{ConditionFailed, EngineError, Result};
 use crate::names::{BasinName, StreamName};
 use crate::records::{AppendAck, AppendBatch, Command, Position, ReadBatch, SequencedRecord};
@@ -151,6 +152,7 @@ impl Streamer {
     fn submit(
         this: &Rc<RefCell<Streamer>>,
         batch: AppendBatch,
+        key: Option<&KeyMaterial>,
         permit: Option<StaticPermit>,
         basin: &BasinName,
         stream: &StreamName,
@@ -161,6 +163,20 @@ impl Streamer {
                 basin: basin.clone(),
                 stream: stream.clone(),
             });
+        }
+        let key = stream_key(s.meta.cipher, key)?;
+        if let Some((Cipher::Aes256Gcm, _)) = &key {
+            // Each sealed record's position is part of what AES-GCM authenticates; the
+            // format allows 32-bit positions.
+            let first = s.assigned.tail.seq_num;
+            for (i, record) in batch.records().iter().enumerate() {
+                let seq_num = first.saturating_add(i as u64);
+                if record.command().is_none() && seq_num > AES_GCM_SEQ_NUM_MAX {
+                    return Err(EngineError::Invalid(format!(
+                        "max assignable sequence number is {AES_GCM_SEQ_NUM_MAX}; attempted {seq_num}"
+                    )));
+                }
+            }
         }
         let (reply, ack) = oneshot::channel();
         if let Some(token) = &batch.fencing_token {
@@ -212,6 +228,14 @@ impl Streamer {
         };
         let put = PutOptions { ttl };
         let id = s.meta.id.0;
+        let sealing = match &key {
+            Some((cipher, key)) => codec::Sealing::Sealed {
+                cipher: *cipher,
+                key,
+                stream_id: id,
+            },
+            None => codec::Sealing::Plain,
+        };
         let first = s.assigned.tail.seq_num;
         first
             .checked_add(batch.len() as u64)
@@ -243,9 +267,22 @@ impl Streamer {
                 }
                 None => {}
             }
+            // Command records stay in the clear: the server must read them back without a key.
+            let record_sealing = if record.command().is_some() {
+                &codec::Sealing::Plain
+            } else {
+                &sealing
+            };
             write.put_with_options(
                 keys::record(id, seq_num),
-                codec::encode_record(timestamp, expires_at_ms, &record.headers, &record.body),
+                codec::encode_record(
+                    record_sealing,
+                    seq_num,
+                    timestamp,
+                    expires_at_ms,
+                    &record.headers,
+                    &record.body,
+                ),
                 &put,
             );
             records.push(SequencedRecord {
@@ -486,6 +523,7 @@ impl Shard {
         basin: BasinName,
         stream: StreamName,
         batch: AppendBatch,
+        key: Option<KeyMaterial>,
         auto_create: AutoCreate,
     ) -> Result<PendingAck> {
         let owner = self.placement.stream_owner(&basin, &stream);
@@ -500,7 +538,14 @@ impl Shard {
                 .acquire_static_permit(units)
                 .await
                 .map_err(|_| EngineError::Unavailable("shard stopping"))?;
-            Streamer::submit(&streamer, batch, Some(permit), &basin, &stream)
+            Streamer::submit(
+                &streamer,
+                batch,
+                key.as_ref(),
+                Some(permit),
+                &basin,
+                &stream,
+            )
         })
         .await
     }
@@ -525,6 +570,28 @@ impl Shard {
         })
         .await
     }
+}
+
+/// The cipher and key to seal or open a stream's records with: `None` for streams without
+/// a cipher (any key given is ignored); an error when the stream has one and the key is
+/// missing or unusable.
+pub(crate) fn stream_key(
+    cipher: Option<Cipher>,
+    material: Option<&KeyMaterial>,
+) -> Result<Option<(Cipher, EncryptionKey)>> {
+    let Some(cipher) = cipher else {
+        return Ok(None);
+    };
+    let material = material.ok_or_else(|| {
+        EngineError::EncryptionKey(format!(
+            "missing encryption key for stream cipher '{}'",
+            crate::crypto::cipher_name(cipher)
+        ))
+    })?;
+    let key = material
+        .key_for(cipher)
+        .map_err(EngineError::EncryptionKey)?;
+    Ok(Some((cipher, key)))
 }
 
 /// Whether a data-plane request may create a missing stream, and with what config.

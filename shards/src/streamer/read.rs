@@ -14,7 +14,9 @@ use bytes::Bytes;
 use futures::channel::mpsc;
 use futures::{FutureExt, SinkExt, StreamExt};
 
-use super::{codec, AutoCreate, Streamer, FOLLOWER_BUFFER_BATCHES};
+use super::{codec, stream_key, AutoCreate, Streamer, FOLLOWER_BUFFER_BATCHES};
+use crate::config::Cipher;
+use crate::crypto::{EncryptionKey, KeyMaterial};
 use crate::error::{EngineError, Result, StorageError};
 use crate::names::{BasinName, StreamName};
 use crate::records::{
@@ -23,9 +25,10 @@ use crate::records::{
 use crate::shard::Shard;
 use crate::storage::keys::{self, KeyKind};
 
-/// Heartbeats while following come at a random gap in this range.
+/// Heartbeats while following come at a random gap in this range: inside the 5–15 s the
+/// protocol allows, with room to spare before clients give up after 20 s of silence.
 const HEARTBEAT_MIN: Duration = Duration::from_secs(5);
-const HEARTBEAT_MAX: Duration = Duration::from_secs(15);
+const HEARTBEAT_MAX: Duration = Duration::from_secs(10);
 /// Items a session may have ready before it waits for the reader.
 const SESSION_BUFFER_ITEMS: usize = 2;
 
@@ -63,6 +66,8 @@ pub struct ReadRequest {
     /// How long a following session may stay without records before it ends; `None`
     /// follows forever (if it may follow at all).
     pub wait: Option<Duration>,
+    /// The key for streams with a cipher.
+    pub key: Option<KeyMaterial>,
 }
 
 impl ReadRequest {
@@ -104,11 +109,15 @@ impl Shard {
             if streamer.borrow().is_deleted() {
                 return Err(EngineError::StreamDeletionPending { basin, stream });
             }
+            let cipher = streamer.borrow().meta.cipher;
+            let key = stream_key(cipher, request.key.as_ref())?;
             let (tx, rx) = mpsc::channel(SESSION_BUFFER_ITEMS);
             if request.limits.exhausted() {
                 return Ok(ReadSession(rx));
             }
-            let start = shard.resolve_start(&streamer, &request).await?;
+            let start = shard
+                .resolve_start(&streamer, &request, key.as_ref())
+                .await?;
             let session = Session {
                 shard: shard.clone(),
                 streamer,
@@ -116,6 +125,7 @@ impl Shard {
                 limits: request.limits,
                 may_follow: request.may_follow(),
                 wait: request.wait,
+                key,
                 tx,
             };
             glommio::spawn_local(session.run()).detach();
@@ -128,6 +138,7 @@ impl Shard {
         &self,
         streamer: &Rc<RefCell<Streamer>>,
         request: &ReadRequest,
+        key: Option<&(Cipher, EncryptionKey)>,
     ) -> Result<u64> {
         let (tail, id) = {
             let s = streamer.borrow();
@@ -150,7 +161,7 @@ impl Shard {
                 }
             }
             ReadStart::Timestamp(t) => self
-                .first_seq_at_or_after(id, t, tail.seq_num)
+                .first_seq_at_or_after(id, t, tail.seq_num, key)
                 .await?
                 .unwrap_or(tail.seq_num),
             ReadStart::TailOffset(k) => tail.seq_num.saturating_sub(k),
@@ -162,21 +173,34 @@ impl Shard {
     }
 
     /// The seq_num of the first stored record with timestamp ≥ `t`, below `end`.
-    async fn first_seq_at_or_after(&self, id: u128, t: u64, end: u64) -> Result<Option<u64>> {
+    async fn first_seq_at_or_after(
+        &self,
+        id: u128,
+        t: u64,
+        end: u64,
+        key: Option<&(Cipher, EncryptionKey)>,
+    ) -> Result<Option<u64>> {
         let range = keys::stream_id_range(KeyKind::TimestampIndex, id);
         let from = keys::timestamp_index(id, t, 0);
         let entries = self.storage.scan(from..range.end, 1).await?;
-        let Some((key, _)) = entries.first() else {
+        let Some((entry, _)) = entries.first() else {
             return Ok(None);
         };
-        let Some((_, batch_first)) = keys::timestamp_index_entry(key) else {
+        let Some((_, batch_first)) = keys::timestamp_index_entry(entry) else {
             return Ok(None);
         };
         // The batch may start before `t`: scan its records for the first at or after it.
         let mut next = batch_first;
         while next < end {
             let (records, after) = self
-                .scan_records(id, next, end, BATCH_RECORDS_MAX, BATCH_METERED_BYTES_MAX)
+                .scan_records(
+                    id,
+                    next,
+                    end,
+                    BATCH_RECORDS_MAX,
+                    BATCH_METERED_BYTES_MAX,
+                    key,
+                )
                 .await?;
             if let Some(found) = records.iter().find(|r| r.timestamp >= t) {
                 return Ok(Some(found.seq_num));
@@ -198,6 +222,7 @@ impl Shard {
         end: u64,
         max_records: usize,
         max_bytes: usize,
+        key: Option<&(Cipher, EncryptionKey)>,
     ) -> Result<(Vec<SequencedRecord>, u64)> {
         if from >= end {
             return Ok((Vec::new(), from));
@@ -213,8 +238,8 @@ impl Shard {
         let now = crate::clock::now_millis();
         let mut next = if rows.is_empty() { end } else { from };
         let mut records = Vec::with_capacity(rows.len());
-        for (key, value) in rows {
-            let stored = decode(&key, value)?;
+        for (row_key, value) in rows {
+            let stored = decode(id, &row_key, value, key)?;
             next = stored.record.seq_num + 1;
             if stored.expires_at_ms.is_none_or(|at| at > now) {
                 records.push(stored.record);
@@ -224,7 +249,12 @@ impl Shard {
     }
 }
 
-fn decode(key: &Bytes, value: Bytes) -> Result<codec::StoredRecord> {
+fn decode(
+    id: u128,
+    key: &Bytes,
+    value: Bytes,
+    cipher_key: Option<&(Cipher, EncryptionKey)>,
+) -> Result<codec::StoredRecord> {
     let corrupt = |reason: &str| {
         EngineError::Storage(StorageError::Corrupt {
             key: key.to_vec(),
@@ -232,7 +262,14 @@ fn decode(key: &Bytes, value: Bytes) -> Result<codec::StoredRecord> {
         })
     };
     let seq_num = keys::record_seq_num(key).ok_or_else(|| corrupt("bad record key"))?;
-    codec::decode_record(seq_num, value).map_err(|e| corrupt(e.0))
+    codec::decode_record(id, seq_num, value, cipher_key).map_err(|e| match e {
+        codec::DecodeError::Undecodable(reason) => corrupt(reason),
+        codec::DecodeError::DecryptionFailed => EngineError::DecryptionFailed,
+        codec::DecodeError::KeyRequired(cipher) => EngineError::EncryptionKey(format!(
+            "missing encryption key for stream cipher '{}'",
+            crate::crypto::cipher_name(cipher)
+        )),
+    })
 }
 
 struct Session {
@@ -242,6 +279,7 @@ struct Session {
     limits: ReadLimits,
     may_follow: bool,
     wait: Option<Duration>,
+    key: Option<(Cipher, EncryptionKey)>,
     tx: mpsc::Sender<ReadItem>,
 }
 
@@ -304,7 +342,14 @@ impl Session {
             });
             let (records, after) = self
                 .shard
-                .scan_records(id, self.next, tail.seq_num, max_records, max_bytes)
+                .scan_records(
+                    id,
+                    self.next,
+                    tail.seq_num,
+                    max_records,
+                    max_bytes,
+                    self.key.as_ref(),
+                )
                 .await?;
             if records.is_empty() {
                 // Only expired or removed records in this stretch: skip it.
@@ -366,6 +411,33 @@ impl Session {
         }
     }
 
+    /// The records of a live batch as this reader may see them. A sealed stream's live
+    /// records are read back from storage with this reader's key, so a reader with a
+    /// wrong key gets a decryption failure, never another writer's plaintext.
+    async fn live_records(
+        &self,
+        records: Vec<SequencedRecord>,
+        tail: Option<Position>,
+    ) -> Result<Vec<SequencedRecord>> {
+        let (Some(key), Some(tail)) = (&self.key, tail) else {
+            return Ok(records);
+        };
+        let id = self.streamer.borrow().meta.id.0;
+        let from = self.next;
+        let (records, _) = self
+            .shard
+            .scan_records(
+                id,
+                from,
+                tail.seq_num,
+                BATCH_RECORDS_MAX,
+                BATCH_METERED_BYTES_MAX,
+                Some(key),
+            )
+            .await?;
+        Ok(records)
+    }
+
     /// Follow the live feed until the limits or the wait end the session, or the follower
     /// falls behind (then the caller catches up again).
     async fn follow(&mut self) -> Result<Flow> {
@@ -407,7 +479,8 @@ impl Session {
             futures::select_biased! {
                 live = feed.next() => match live {
                     Some(batch) => {
-                        if let Flow::Done = self.deliver(batch.records, batch.tail).await {
+                        let records = self.live_records(batch.records, batch.tail).await?;
+                        if let Flow::Done = self.deliver(records, batch.tail).await {
                             return Ok(Flow::Done);
                         }
                         deadline = self.wait.map(|w| Instant::now() + w);

@@ -13,12 +13,13 @@ use sluice_shards::records::AppendBatch;
 use sluice_shards::streamer::{AutoCreate, PendingAck};
 use sluice_shards::Shard;
 
-use super::{format, s2s_compression, stream_config_header, streaming};
+use super::{encryption_key, format, s2s_compression, stream_config_header, streaming};
 use crate::api::streams::target;
 use crate::api::{body, headers, ApiError, ApiResult, Body};
 use crate::wire::json::{self, JsonError};
 use crate::wire::proto::{self, ProtoError};
 use crate::wire::s2s::{self, Compression, Frame, FrameDecoder};
+use sluice_shards::crypto::KeyMaterial;
 
 /// Largest unary append body. A 1 MiB metered batch can take several times that as JSON.
 const APPEND_BODY_MAX_BYTES: usize = 8 * 1024 * 1024;
@@ -53,6 +54,7 @@ pub async fn append(
         return session(shard, basin, stream, req).await;
     }
     let (parts, incoming) = req.into_parts();
+    let key = encryption_key(&parts.headers)?;
     let auto = AutoCreate::OnAppend(stream_config_header(&parts.headers)?);
     let batch = if headers::content_is_protobuf(&parts.headers) {
         let bytes = body::read(&parts.headers, incoming, APPEND_BODY_MAX_BYTES).await?;
@@ -66,7 +68,7 @@ pub async fn append(
         json::parse_append_input(&bytes, format)?
     };
     let ack = shard
-        .append(basin, stream, batch, auto)
+        .append(basin, stream, batch, key, auto)
         .await?
         .wait()
         .await?;
@@ -102,6 +104,7 @@ async fn session(
     req: Request<Incoming>,
 ) -> ApiResult<Response<Body>> {
     let spec = stream_config_header(req.headers())?;
+    let key = encryption_key(req.headers())?;
     let compression = s2s_compression(req.headers());
     // Errors about the stream itself are plain HTTP errors, before any frame.
     shard
@@ -113,6 +116,7 @@ async fn session(
         shard.clone(),
         basin,
         stream,
+        key,
         req.into_body(),
         slots_tx,
     ))
@@ -125,6 +129,7 @@ async fn read_inputs(
     shard: Rc<Shard>,
     basin: BasinName,
     stream: StreamName,
+    key: Option<KeyMaterial>,
     mut body: Incoming,
     mut slots: mpsc::Sender<Slot>,
 ) {
@@ -160,7 +165,13 @@ async fn read_inputs(
             };
             let slot = match decode_input(&input) {
                 Ok(batch) => match shard
-                    .append(basin.clone(), stream.clone(), batch, AutoCreate::No)
+                    .append(
+                        basin.clone(),
+                        stream.clone(),
+                        batch,
+                        key.clone(),
+                        AutoCreate::No,
+                    )
                     .await
                 {
                     Ok(pending) => Slot::Pending(pending),

@@ -10,6 +10,7 @@ use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use sluice_shards::config::StreamConfigSpec;
+use sluice_shards::crypto::KeyMaterial;
 use sluice_shards::Shard;
 
 use super::wire::StreamConfigJson;
@@ -53,6 +54,15 @@ fn format(headers: &HeaderMap) -> ApiResult<Format> {
     const NAME: &str = "s2-format";
     Format::from_header(headers::text(headers, NAME)?)
         .map_err(|v| ApiError::invalid_header(NAME, v))
+}
+
+/// The `S2-Encryption-Key` header, checked for shape; whether it fits the stream's cipher
+/// is the engine's call.
+fn encryption_key(headers: &HeaderMap) -> ApiResult<Option<KeyMaterial>> {
+    const NAME: &str = "s2-encryption-key";
+    headers::text(headers, NAME)?
+        .map(|v| KeyMaterial::new(v).map_err(|e| ApiError::invalid_header(NAME, e)))
+        .transpose()
 }
 
 /// The config a request would auto-create its stream with (`S2-Stream-Config`), validated

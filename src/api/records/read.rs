@@ -16,7 +16,7 @@ use sluice_shards::streamer::{
 };
 use sluice_shards::Shard;
 
-use super::{format, s2s_compression, stream_config_header, streaming};
+use super::{encryption_key, format, s2s_compression, stream_config_header, streaming};
 use crate::api::streams::target;
 use crate::api::{headers, ApiError, ApiResult, Body};
 use crate::wire::json::{self, Format};
@@ -83,6 +83,7 @@ pub async fn read(
         ),
         _ => None,
     };
+    let key = encryption_key(headers)?;
     let auto = AutoCreate::OnRead(stream_config_header(headers)?);
 
     let mut start = query.start()?;
@@ -118,20 +119,23 @@ pub async fn read(
         clamp: query.clamp,
         limits,
         wait,
+        key,
     };
-    let session = shard.read(basin, stream, request, auto).await?;
+    let mut session = shard.read(basin, stream, request, auto).await?;
     Ok(match mode {
         Mode::Unary { protobuf } => unary(session, protobuf, format, req.headers()).await?,
         Mode::Sse => {
+            let first = first_item(&mut session).await?;
             let (out, resp) = streaming("text/event-stream");
             let ids = resume.unwrap_or_default();
-            glommio::spawn_local(run_sse(session, out, format, ids)).detach();
+            glommio::spawn_local(run_sse(first, session, out, format, ids)).detach();
             resp
         }
         Mode::S2s => {
+            let first = first_item(&mut session).await?;
             let compression = s2s_compression(req.headers());
             let (out, resp) = streaming("s2s/proto");
-            glommio::spawn_local(run_s2s(session, out, compression)).detach();
+            glommio::spawn_local(run_s2s(first, session, out, compression)).detach();
             resp
         }
     })
@@ -177,13 +181,27 @@ async fn unary(
     ))
 }
 
+/// The session's first item, so that an error it starts with (a wrong key on the first
+/// record, say) is a plain HTTP error rather than an event inside a 200 response.
+async fn first_item(session: &mut ReadSession) -> ApiResult<Option<ReadItem>> {
+    match session.0.next().await {
+        Some(ReadItem::Error(e)) => Err(e.into()),
+        other => Ok(other),
+    }
+}
+
 async fn run_sse(
+    first: Option<ReadItem>,
     mut session: ReadSession,
     mut out: mpsc::Sender<Bytes>,
     format: Format,
     mut id: sse::LastEventId,
 ) {
-    while let Some(item) = session.0.next().await {
+    let mut first = first;
+    while let Some(item) = match first.take() {
+        Some(item) => Some(item),
+        None => session.0.next().await,
+    } {
         let event = match item {
             ReadItem::Batch(batch) => {
                 let Some(last) = batch.records.last() else {
@@ -210,8 +228,17 @@ async fn run_sse(
     let _ = out.send(sse::done_event()).await;
 }
 
-async fn run_s2s(mut session: ReadSession, mut out: mpsc::Sender<Bytes>, compression: Compression) {
-    while let Some(item) = session.0.next().await {
+async fn run_s2s(
+    first: Option<ReadItem>,
+    mut session: ReadSession,
+    mut out: mpsc::Sender<Bytes>,
+    compression: Compression,
+) {
+    let mut first = first;
+    while let Some(item) = match first.take() {
+        Some(item) => Some(item),
+        None => session.0.next().await,
+    } {
         let frame = match item {
             ReadItem::Batch(batch) => {
                 s2s::encode_message(&proto::encode_read_batch(&batch), compression)

@@ -341,7 +341,6 @@ async fn sse_errors_before_the_stream_are_plain_json() {
 
 // B-198
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs encryption at rest (stream ciphers), which is not served yet"]
 async fn sse_error_after_the_stream_started_is_an_error_event() {
     let server = start();
     let port = server.port();
