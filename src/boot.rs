@@ -30,6 +30,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         None
     };
 
+    let init = cli
+        .init_file
+        .as_deref()
+        .map(crate::init_file::InitFile::load)
+        .transpose()?
+        .map(Arc::new);
+
     let location = cli.storage_location();
     info!(?location, shard_count, "opening storage");
     let sidecar = Sidecar::open(&location, cli.io_threads).context("opening storage")?;
@@ -56,12 +63,28 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         deletion_delay: cli.deletion_delay(),
     };
     let handles = spawn_shards(shard_count, sidecar.storage(), options, move |shard| {
-        front::run(shard, front.clone(), ready_tx.clone(), stop_rx.clone())
+        let (front, ready, stop, init) = (
+            front.clone(),
+            ready_tx.clone(),
+            stop_rx.clone(),
+            init.clone(),
+        );
+        async move {
+            // One shard applies the init file before it reports ready, so the server is
+            // announced only once the declared basins and streams exist.
+            if let (0, Some(init)) = (shard.id(), init) {
+                if let Err(e) = init.apply(&shard).await {
+                    let _ = ready.send(Err(std::io::Error::other(format!("{e:#}"))));
+                    return;
+                }
+            }
+            front::run(shard, front, ready, stop).await
+        }
     })?;
     for _ in 0..shard_count {
         match ready_rx.recv_timeout(BIND_TIMEOUT) {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => bail!("binding {addr}: {e}"),
+            Ok(Err(e)) => bail!("starting on {addr}: {e}"),
             Err(_) => bail!("shards did not start within {BIND_TIMEOUT:?}"),
         }
     }

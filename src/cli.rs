@@ -58,6 +58,10 @@ pub struct Cli {
     #[arg(long, env = "SLUICE_NO_CORS")]
     pub no_cors: bool,
 
+    /// JSON file of basins and streams to ensure at every start.
+    #[arg(long, env = "SLUICE_INIT_FILE")]
+    pub init_file: Option<PathBuf>,
+
     /// Bound on the metered bytes of appends in flight across the server; appends past it
     /// wait. Accepts a plain byte count or a KiB/MiB/GiB suffix.
     #[arg(long, env = "SLUICE_APPEND_INFLIGHT_BYTES", default_value = "128MiB", value_parser = parse_bytes)]

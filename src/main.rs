@@ -4,6 +4,7 @@ mod api;
 mod boot;
 mod cli;
 mod front;
+mod init_file;
 mod wire;
 
 use clap::Parser;

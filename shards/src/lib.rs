@@ -2,6 +2,7 @@
 //! and streams, background work, and the storage sidecar with its key layout. It knows
 //! nothing of HTTP.
 
+mod background;
 pub mod catalogue;
 pub mod clock;
 pub mod config;

@@ -84,6 +84,7 @@ impl Shard {
         })
         .detach();
         glommio::spawn_local(resume_background_work(shard.clone())).detach();
+        glommio::spawn_local(crate::background::run(shard.clone())).detach();
         shard
     }
 

@@ -70,6 +70,7 @@ impl Shard {
             }
         }
         batch.delete(keys::stream_cleanup(basin, stream));
+        batch.delete(keys::trim_cleanup(basin, stream));
         self.storage.write(batch).await?;
         self.refresh_streamer(&key, None);
         info!(%basin, %stream, "stream removed");
@@ -77,7 +78,7 @@ impl Shard {
     }
 
     /// Delete every key in `range`, a page at a time.
-    async fn delete_range(&self, range: std::ops::Range<Bytes>) -> Result<()> {
+    pub(crate) async fn delete_range(&self, range: std::ops::Range<Bytes>) -> Result<()> {
         loop {
             let rows = self.storage.scan(range.clone(), LIST_LIMIT_MAX).await?;
             if rows.is_empty() {

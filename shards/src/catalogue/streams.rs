@@ -64,6 +64,12 @@ impl Shard {
     ) -> Result<()> {
         let mut batch = WriteBatch::new();
         batch.put(keys::stream_meta(basin, stream), encode(meta));
+        // Any config written with delete-on-empty on (re)schedules its check.
+        let min_age = meta.config.delete_on_empty_min_age_secs;
+        if min_age > 0 && meta.deleted_at.is_none() {
+            let at = crate::clock::now_millis().saturating_add(min_age.saturating_mul(1000));
+            batch.put(keys::doe_deadline(at, basin, stream), b"");
+        }
         self.storage.write(batch).await?;
         Ok(())
     }

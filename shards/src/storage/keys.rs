@@ -9,6 +9,8 @@
 //! | 0x10 | `10 id(16) seq_num(8)`                       | a record (`streamer::codec`) |
 //! | 0x11 | `11 id(16) last_timestamp(8) first_seq(8)`   | empty: one per append batch  |
 //! | 0x12 | `12 id(16)`                                  | stream state (`streamer::codec`) |
+//! | 0x13 | `13 deadline_ms(8) basin 00 stream`          | empty: delete-on-empty check due |
+//! | 0x14 | `14 basin 00 stream`                         | empty: trimmed records to remove |
 //!
 //! Integers are big-endian so keys sort numerically. `id` is the stream's random 128-bit
 //! id (`StreamMeta::id`), so records never depend on names. The `11` index has one entry
@@ -37,6 +39,8 @@ pub enum KeyKind {
     Record = 0x10,
     TimestampIndex = 0x11,
     StreamState = 0x12,
+    DeleteOnEmptyDeadline = 0x13,
+    TrimCleanup = 0x14,
 }
 
 const SEPARATOR: u8 = 0x00;
@@ -71,6 +75,40 @@ pub fn stream_meta(basin: &BasinName, stream: &StreamName) -> Bytes {
 
 pub fn stream_cleanup(basin: &BasinName, stream: &StreamName) -> Bytes {
     basin_stream(KeyKind::StreamCleanup, basin, stream.as_str().as_bytes())
+}
+
+pub fn trim_cleanup(basin: &BasinName, stream: &StreamName) -> Bytes {
+    basin_stream(KeyKind::TrimCleanup, basin, stream.as_str().as_bytes())
+}
+
+/// A delete-on-empty check of a stream due at `deadline_ms`. Sorted by deadline, so the
+/// due checks are one range scan.
+pub fn doe_deadline(deadline_ms: u64, basin: &BasinName, stream: &StreamName) -> Bytes {
+    let mut k = BytesMut::with_capacity(11 + basin.as_str().len() + stream.as_str().len());
+    k.put_u8(KeyKind::DeleteOnEmptyDeadline as u8);
+    k.put_u64(deadline_ms);
+    k.put_slice(basin.as_str().as_bytes());
+    k.put_u8(SEPARATOR);
+    k.put_slice(stream.as_str().as_bytes());
+    k.freeze()
+}
+
+/// Every delete-on-empty check due at or before `now_ms`.
+pub fn doe_due(now_ms: u64) -> std::ops::Range<Bytes> {
+    let start = Bytes::from_static(&[KeyKind::DeleteOnEmptyDeadline as u8]);
+    let mut end = BytesMut::with_capacity(9);
+    end.put_u8(KeyKind::DeleteOnEmptyDeadline as u8);
+    end.put_u64(now_ms.saturating_add(1));
+    start..end.freeze()
+}
+
+/// `(basin, stream)` of a `13` deadline key.
+pub fn doe_deadline_entry(key: &[u8]) -> Option<(BasinName, StreamName)> {
+    let rest = key.get(9..)?;
+    let mut k = Vec::with_capacity(rest.len() + 1);
+    k.push(KeyKind::DeleteOnEmptyDeadline as u8);
+    k.extend_from_slice(rest);
+    basin_stream_from_key(&k)
 }
 
 fn with_id(kind: KeyKind, id: u128, extra: &[u64]) -> Bytes {

@@ -10,7 +10,8 @@
 //! time, 0 for never; reads skip records past it, before compaction removes them.
 //!
 //! Stream state (`12` keys), rewritten with every append batch:
-//! `next_seq_num(8) | last_timestamp(8) | trim_point(8) | fencing_token (UTF-8, rest)`
+//! `next_seq_num(8) | last_timestamp(8) | trim_point(8) | last_write_ms(8) |
+//!  fencing_token (UTF-8, rest)`
 //!
 //! Integers are big-endian. Persisted: change only by adding a new format byte.
 
@@ -211,21 +212,32 @@ pub fn decode_record(
 pub struct StreamState {
     pub tail: Position,
     pub trim_point: u64,
+    /// Wall-clock time of the last append, for delete-on-empty; 0 if never written.
+    pub last_write_ms: u64,
     pub fencing_token: FencingToken,
+}
+
+const STATE_FIXED_BYTES: usize = 32;
+
+/// The expiry of a stored record, read without decoding (or decrypting) the rest.
+pub fn record_expiry(value: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = value.get(9..17)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes)).filter(|&t| t != 0)
 }
 
 pub fn encode_state(state: &StreamState) -> Bytes {
     let token = state.fencing_token.as_str().as_bytes();
-    let mut v = BytesMut::with_capacity(24 + token.len());
+    let mut v = BytesMut::with_capacity(STATE_FIXED_BYTES + token.len());
     v.put_u64(state.tail.seq_num);
     v.put_u64(state.tail.timestamp);
     v.put_u64(state.trim_point);
+    v.put_u64(state.last_write_ms);
     v.put_slice(token);
     v.freeze()
 }
 
 pub fn decode_state(mut value: Bytes) -> Result<StreamState, Undecodable> {
-    if value.remaining() < 24 {
+    if value.remaining() < STATE_FIXED_BYTES {
         return Err(Undecodable("stream state truncated"));
     }
     let tail = Position {
@@ -233,6 +245,7 @@ pub fn decode_state(mut value: Bytes) -> Result<StreamState, Undecodable> {
         timestamp: value.get_u64(),
     };
     let trim_point = value.get_u64();
+    let last_write_ms = value.get_u64();
     let token = String::from_utf8(value.to_vec())
         .ok()
         .and_then(|t| FencingToken::new(t).ok())
@@ -240,6 +253,7 @@ pub fn decode_state(mut value: Bytes) -> Result<StreamState, Undecodable> {
     Ok(StreamState {
         tail,
         trim_point,
+        last_write_ms,
         fencing_token: token,
     })
 }
@@ -335,6 +349,7 @@ mod tests {
                 timestamp: 100,
             },
             trim_point: 3,
+            last_write_ms: 77,
             fencing_token: FencingToken::new("tok".into()).unwrap(),
         };
         assert_eq!(decode_state(encode_state(&s)).unwrap(), s);

@@ -82,6 +82,7 @@ struct Inflight {
 }
 
 pub(crate) struct Streamer {
+    pub(crate) names: StreamKey,
     pub(crate) meta: StreamMeta,
     /// Includes appends in flight: what the next append is checked and sequenced against.
     assigned: StreamState,
@@ -93,11 +94,20 @@ pub(crate) struct Streamer {
     applying: bool,
     followers: Vec<mpsc::Sender<ReadBatch>>,
     storage: Storage,
+    /// Set when the durable trim point moved; the background cleanup clears it.
+    pub(crate) trim_advanced: bool,
 }
 
 impl Streamer {
-    pub(crate) fn new(meta: StreamMeta, state: StreamState, storage: Storage) -> Streamer {
+    pub(crate) fn new(
+        names: StreamKey,
+        meta: StreamMeta,
+        state: StreamState,
+        storage: Storage,
+    ) -> Streamer {
+        let state_trim_point = state.trim_point;
         Streamer {
+            names,
             meta,
             assigned: state.clone(),
             durable: state,
@@ -107,6 +117,8 @@ impl Streamer {
             applying: false,
             followers: Vec::new(),
             storage,
+            // A trim point from before a restart may still have records below it.
+            trim_advanced: state_trim_point > 0,
         }
     }
 
@@ -116,6 +128,10 @@ impl Streamer {
 
     pub(crate) fn durable_trim_point(&self) -> u64 {
         self.durable.trim_point
+    }
+
+    pub(crate) fn durable_state(&self) -> &StreamState {
+        &self.durable
     }
 
     pub(crate) fn is_deleted(&self) -> bool {
@@ -296,6 +312,17 @@ impl Streamer {
             seq_num: first + records.len() as u64,
             timestamp: running_max,
         };
+        after.last_write_ms = arrival;
+        let trimmed = after.trim_point > s.assigned.trim_point;
+        if trimmed {
+            // Removal of the trimmed records is queued durably with the trim itself.
+            write.put(keys::trim_cleanup(&s.names.0, &s.names.1), b"");
+            let min_age = s.meta.config.delete_on_empty_min_age_secs;
+            if min_age > 0 {
+                let at = arrival.saturating_add(min_age.saturating_mul(1000));
+                write.put(keys::doe_deadline(at, &s.names.0, &s.names.1), b"");
+            }
+        }
         write.put_with_options(keys::timestamp_index(id, running_max, first), b"", &put);
         write.put(keys::stream_state(id), codec::encode_state(&after));
         let start = Position {
@@ -363,6 +390,9 @@ impl Streamer {
                     },
                 ) => {
                     debug_assert_eq!(start.seq_num, self.durable.tail.seq_num, "acks in order");
+                    if after.trim_point > self.durable.trim_point {
+                        self.trim_advanced = true;
+                    }
                     self.durable = after;
                     let tail = self.durable.tail;
                     let _ = reply.send(Ok(AppendAck {
@@ -469,6 +499,7 @@ impl Shard {
             None => StreamState::default(),
         };
         let streamer = Rc::new(RefCell::new(Streamer::new(
+            key.clone(),
             meta,
             state,
             self.storage.clone(),
@@ -546,6 +577,29 @@ impl Shard {
                 &basin,
                 &stream,
             )
+        })
+        .await
+    }
+
+    /// Check that an append session may start: the stream exists (or is created as an
+    /// append would create it) and the key fits its cipher.
+    pub async fn prepare_append(
+        self: &Rc<Self>,
+        basin: BasinName,
+        stream: StreamName,
+        key: Option<KeyMaterial>,
+        auto_create: AutoCreate,
+    ) -> Result<()> {
+        let owner = self.placement.stream_owner(&basin, &stream);
+        self.on_owner(owner, move |shard| async move {
+            let streamer = shard
+                .streamer_or_create(&basin, &stream, auto_create)
+                .await?;
+            let s = streamer.borrow();
+            if s.is_deleted() {
+                return Err(EngineError::StreamDeletionPending { basin, stream });
+            }
+            stream_key(s.meta.cipher, key.as_ref()).map(|_| ())
         })
         .await
     }

@@ -120,6 +120,7 @@ impl Shard {
                 .await?;
             let session = Session {
                 shard: shard.clone(),
+                names: (basin, stream),
                 streamer,
                 next: start,
                 limits: request.limits,
@@ -274,6 +275,7 @@ fn decode(
 
 struct Session {
     shard: Rc<Shard>,
+    names: (BasinName, StreamName),
     streamer: Rc<RefCell<Streamer>>,
     next: u64,
     limits: ReadLimits,
@@ -311,7 +313,10 @@ impl Session {
     }
 
     fn deleted(&self) -> EngineError {
-        EngineError::Unavailable("the stream was deleted")
+        EngineError::StreamDeletionPending {
+            basin: self.names.0.clone(),
+            stream: self.names.1.clone(),
+        }
     }
 
     /// Read stored records up to the durable tail.

@@ -108,7 +108,12 @@ async fn session(
     let compression = s2s_compression(req.headers());
     // Errors about the stream itself are plain HTTP errors, before any frame.
     shard
-        .check_tail(basin.clone(), stream.clone(), AutoCreate::OnAppend(spec))
+        .prepare_append(
+            basin.clone(),
+            stream.clone(),
+            key.clone(),
+            AutoCreate::OnAppend(spec),
+        )
         .await?;
     let (out, resp) = streaming("s2s/proto");
     let (slots_tx, slots) = mpsc::channel(SESSION_INFLIGHT_MAX);

@@ -1,0 +1,224 @@
+//! Per-shard background work on a steady tick: removing trimmed records from storage and
+//! running due delete-on-empty checks. Both are driven by durable markers (`14` trim
+//! cleanups, `13` deadlines), so they resume after a restart; every step is idempotent.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use slatedb::WriteBatch;
+use tracing::{info, warn};
+
+use crate::catalogue::LIST_LIMIT_MAX;
+use crate::error::Result;
+use crate::names::{BasinName, StreamName};
+use crate::shard::Shard;
+use crate::storage::keys::{self, KeyKind};
+use crate::streamer::codec;
+
+/// How often each shard looks for background work.
+pub const BACKGROUND_TICK: Duration = Duration::from_secs(1);
+/// A non-empty stream with delete-on-empty is checked again at most this much later.
+const DOE_RECHECK_MAX_MS: u64 = 60_000;
+
+pub(crate) async fn run(shard: Rc<Shard>) {
+    // Trim cleanups queued before the last stop.
+    while let Err(e) = shard.resume_trim_cleanups().await {
+        warn!(error = %e, "scanning queued trim cleanups failed; retrying");
+        glommio::timer::sleep(BACKGROUND_TICK).await;
+    }
+    loop {
+        glommio::timer::sleep(BACKGROUND_TICK).await;
+        if let Err(e) = shard.clean_up_trims().await {
+            warn!(error = %e, "trim cleanup failed; will retry");
+        }
+        if let Err(e) = shard.run_due_doe_checks().await {
+            warn!(error = %e, "delete-on-empty checks failed; will retry");
+        }
+    }
+}
+
+impl Shard {
+    async fn resume_trim_cleanups(self: &Rc<Self>) -> Result<()> {
+        let kind = KeyKind::TrimCleanup as u8;
+        let rows = self
+            .storage
+            .scan(
+                Bytes::from(vec![kind])..Bytes::from(vec![kind + 1]),
+                usize::MAX,
+            )
+            .await?;
+        for (key, _) in rows {
+            let Some((basin, stream)) = keys::basin_stream_from_key(&key) else {
+                continue;
+            };
+            if self.placement.stream_owner(&basin, &stream) != self.id {
+                continue;
+            }
+            // Loading the streamer marks it for cleanup if it has a trim point.
+            if self.streamer(&basin, &stream).await?.is_none() {
+                let mut batch = WriteBatch::new();
+                batch.delete(&key);
+                self.storage.write(batch).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove records below the durable trim point of every loaded stream whose trim
+    /// point moved.
+    async fn clean_up_trims(self: &Rc<Self>) -> Result<()> {
+        let due: Vec<_> = self
+            .streamers
+            .borrow()
+            .iter()
+            .filter(|(_, s)| s.borrow().trim_advanced)
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect();
+        for ((basin, stream), streamer) in due {
+            let (id, trim_point, deleted) = {
+                let mut s = streamer.borrow_mut();
+                s.trim_advanced = false;
+                (s.meta.id.0, s.durable_trim_point(), s.is_deleted())
+            };
+            if deleted {
+                continue;
+            }
+            self.delete_range(keys::record(id, 0)..keys::record(id, trim_point))
+                .await?;
+            self.trim_timestamp_index(id, trim_point).await?;
+            let mut batch = WriteBatch::new();
+            batch.delete(keys::trim_cleanup(&basin, &stream));
+            self.storage.write(batch).await?;
+            info!(%basin, %stream, trim_point, "trimmed records removed");
+        }
+        Ok(())
+    }
+
+    /// Drop timestamp-index entries of batches wholly below `trim_point`. An entry's batch
+    /// ends where the next entry's begins, so an entry goes once its successor starts at
+    /// or below the trim point.
+    async fn trim_timestamp_index(&self, id: u128, trim_point: u64) -> Result<()> {
+        let range = keys::stream_id_range(KeyKind::TimestampIndex, id);
+        let mut start = range.start.clone();
+        loop {
+            let rows = self
+                .storage
+                .scan(start.clone()..range.end.clone(), LIST_LIMIT_MAX)
+                .await?;
+            let mut batch = WriteBatch::new();
+            let mut done = rows.len() < LIST_LIMIT_MAX;
+            for pair in rows.windows(2) {
+                let next_first = keys::timestamp_index_entry(&pair[1].0).map(|(_, s)| s);
+                match next_first {
+                    Some(first) if first <= trim_point => batch.delete(&pair[0].0),
+                    _ => {
+                        done = true;
+                        break;
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                self.storage.write(batch).await?;
+            }
+            match rows.last() {
+                Some((last, _)) if !done => start = last.clone(),
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    async fn run_due_doe_checks(self: &Rc<Self>) -> Result<()> {
+        let now = crate::clock::now_millis();
+        let rows = self
+            .storage
+            .scan(keys::doe_due(now), LIST_LIMIT_MAX)
+            .await?;
+        for (key, _) in rows {
+            let Some((basin, stream)) = keys::doe_deadline_entry(&key) else {
+                continue;
+            };
+            if self.placement.stream_owner(&basin, &stream) != self.id {
+                continue;
+            }
+            let mut batch = WriteBatch::new();
+            if let Some(next) = self.check_delete_on_empty(&basin, &stream, now).await? {
+                batch.put(keys::doe_deadline(next, &basin, &stream), b"");
+            }
+            batch.delete(&key);
+            self.storage.write(batch).await?;
+        }
+        Ok(())
+    }
+
+    /// Delete the stream if it is empty and idle for its `min_age`; otherwise say when to
+    /// look again (`None`: never, the check no longer applies).
+    async fn check_delete_on_empty(
+        self: &Rc<Self>,
+        basin: &BasinName,
+        stream: &StreamName,
+        now: u64,
+    ) -> Result<Option<u64>> {
+        let Some(streamer) = self.streamer(basin, stream).await? else {
+            return Ok(None);
+        };
+        let (id, min_age_ms, created_ms, state, deleted) = {
+            let s = streamer.borrow();
+            (
+                s.meta.id.0,
+                s.meta
+                    .config
+                    .delete_on_empty_min_age_secs
+                    .saturating_mul(1000),
+                s.meta.created_at.0 / 1_000_000,
+                s.durable_state().clone(),
+                s.is_deleted(),
+            )
+        };
+        if deleted || min_age_ms == 0 {
+            return Ok(None);
+        }
+        let idle_since = created_ms.max(state.last_write_ms);
+        let due = idle_since.saturating_add(min_age_ms);
+        if now < due {
+            return Ok(Some(due));
+        }
+        if self
+            .has_live_records(id, state.trim_point, state.tail.seq_num, now)
+            .await?
+        {
+            return Ok(Some(now + min_age_ms.min(DOE_RECHECK_MAX_MS)));
+        }
+        info!(%basin, %stream, "deleting empty stream");
+        match self.delete_stream(basin.clone(), stream.clone()).await {
+            Ok(()) | Err(crate::EngineError::StreamNotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether any stored record in `[from, end)` has not expired by `now`.
+    async fn has_live_records(&self, id: u128, from: u64, end: u64, now: u64) -> Result<bool> {
+        let mut start = keys::record(id, from);
+        let end_key = keys::record(id, end);
+        loop {
+            let rows = self
+                .storage
+                .scan(start.clone()..end_key.clone(), LIST_LIMIT_MAX)
+                .await?;
+            if rows
+                .iter()
+                .any(|(_, v)| codec::record_expiry(v).is_none_or(|at| at > now))
+            {
+                return Ok(true);
+            }
+            match rows.last() {
+                Some((last, _)) if rows.len() == LIST_LIMIT_MAX => {
+                    let mut next = last.to_vec();
+                    next.push(0);
+                    start = Bytes::from(next);
+                }
+                _ => return Ok(false),
+            }
+        }
+    }
+}
