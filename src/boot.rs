@@ -60,6 +60,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let options = EngineOptions {
         append_inflight_bytes: cli.append_inflight_bytes,
+        clock: sluice_shards::clock::Clock::system(),
         deletion_delay: cli.deletion_delay(),
     };
     let handles = spawn_shards(shard_count, sidecar.storage(), options, move |shard| {

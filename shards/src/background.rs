@@ -129,7 +129,7 @@ impl Shard {
     }
 
     async fn run_due_doe_checks(self: &Rc<Self>) -> Result<()> {
-        let now = crate::clock::now_millis();
+        let now = self.clock.now_millis();
         let rows = self
             .storage
             .scan(keys::doe_due(now), LIST_LIMIT_MAX)
@@ -170,7 +170,7 @@ impl Shard {
                     .config
                     .delete_on_empty_min_age_secs
                     .saturating_mul(1000),
-                s.meta.created_at.0 / 1_000_000,
+                s.meta.created_at.as_millis(),
                 s.durable_state().clone(),
                 s.is_deleted(),
             )

@@ -11,6 +11,7 @@ use glommio::sync::Semaphore;
 use tracing::debug;
 
 use crate::catalogue::resume_background_work;
+use crate::clock::Clock;
 use crate::error::{EngineError, Result};
 use crate::locks::KeyedLocks;
 use crate::mesh::{Inbox, Job, Mesh};
@@ -25,6 +26,8 @@ pub struct EngineOptions {
     /// Server-wide bound on the metered bytes of appends in flight, split evenly across
     /// shards; appends past it wait.
     pub append_inflight_bytes: u64,
+    /// The clock everything that ages reads.
+    pub clock: Clock,
     /// How long a deleted basin or stream stays visible as "deletion pending" before the
     /// background cleanup starts removing it.
     pub deletion_delay: Duration,
@@ -34,6 +37,7 @@ impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
             append_inflight_bytes: 128 * 1024 * 1024,
+            clock: Clock::system(),
             deletion_delay: Duration::from_secs(2),
         }
     }
@@ -51,6 +55,7 @@ pub struct Shard {
     /// This shard's share of the in-flight append byte budget.
     pub(crate) admission: Rc<Semaphore>,
     pub(crate) admission_units: u64,
+    pub(crate) clock: Clock,
 }
 
 impl Shard {
@@ -69,6 +74,7 @@ impl Shard {
             streamers: RefCell::new(HashMap::new()),
             admission: Rc::new(Semaphore::new(admission_units)),
             admission_units,
+            clock: options.clock.clone(),
             placement,
             mesh,
             storage,

@@ -6,10 +6,11 @@
 //! position, and after reopening the same store every acknowledged record is there, in
 //! place, with nothing missing below the tail.
 
+mod common;
+
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -21,12 +22,10 @@ use slatedb::object_store::{
     PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 use sluice_shards::config::{BasinConfig, StreamConfigSpec};
-use sluice_shards::executors::spawn_shards;
 use sluice_shards::names::{BasinName, StreamName};
 use sluice_shards::records::{AppendBatch, AppendRecord, SequencedRecord};
-use sluice_shards::storage::{Sidecar, DB_PATH};
 use sluice_shards::streamer::{AutoCreate, ReadItem, ReadLimits, ReadRequest, ReadStart};
-use sluice_shards::{EngineOptions, Shard};
+use sluice_shards::EngineOptions;
 
 /// Passes everything through, except that WAL uploads fail while `fail_wal` is set. The
 /// error is one SlateDB does not retry, so the failure reaches the pipeline.
@@ -116,38 +115,6 @@ fn one_record(i: usize) -> AppendBatch {
     AppendBatch::new(vec![record], None, None).unwrap()
 }
 
-/// Run `scenario` on a single shard over `store` and return what it produced.
-fn on_one_shard<T, F, Fut>(store: Arc<dyn ObjectStore>, scenario: F) -> T
-where
-    T: Send + 'static,
-    F: Fn(std::rc::Rc<Shard>) -> Fut + Send + Clone + 'static,
-    Fut: std::future::Future<Output = T> + 'static,
-{
-    let sidecar = Sidecar::open_with_store(store, DB_PATH, 2).expect("open storage");
-    let (tx, rx) = mpsc::channel();
-    let handles = spawn_shards(
-        1,
-        sidecar.storage(),
-        EngineOptions::default(),
-        move |shard| {
-            let (tx, scenario) = (tx.clone(), scenario.clone());
-            async move {
-                let _ = tx.send(scenario(shard).await);
-            }
-        },
-    )
-    .expect("start shard");
-    let out = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("scenario finished in time");
-    for h in handles {
-        h.join().expect("shard exits cleanly");
-    }
-    // A database whose WAL writes failed may refuse to close cleanly; that is expected.
-    let _ = sidecar.close();
-    out
-}
-
 #[test]
 fn a_failed_write_fails_the_rest_of_the_pipeline_and_loses_nothing_acknowledged() {
     let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
@@ -157,69 +124,70 @@ fn a_failed_write_fails_the_rest_of_the_pipeline_and_loses_nothing_acknowledged(
         fail_wal: fail_wal.clone(),
     });
 
-    let (results, tail_after) = on_one_shard(store, move |shard| {
-        let fail_wal = fail_wal.clone();
-        async move {
-            let (basin, stream) = names();
-            shard
-                .create_basin(basin.clone(), BasinConfig::default(), None)
-                .await
-                .unwrap();
-            shard
-                .create_stream(
-                    basin.clone(),
-                    stream.clone(),
-                    StreamConfigSpec::default(),
-                    None,
-                )
-                .await
-                .unwrap();
-            let mut results = Vec::new();
-            for i in 0..DURABLE_FIRST {
-                let pending = shard
-                    .append(
+    let (results, tail_after) =
+        common::on_one_shard(store, EngineOptions::default(), move |shard| {
+            let fail_wal = fail_wal.clone();
+            async move {
+                let (basin, stream) = names();
+                shard
+                    .create_basin(basin.clone(), BasinConfig::default(), None)
+                    .await
+                    .unwrap();
+                shard
+                    .create_stream(
                         basin.clone(),
                         stream.clone(),
-                        one_record(i),
+                        StreamConfigSpec::default(),
                         None,
-                        AutoCreate::No,
                     )
                     .await
                     .unwrap();
-                results.push(pending.wait().await.map(|ack| ack.start.seq_num));
-            }
-            // From here every WAL upload fails; submit without waiting, so all are in
-            // flight together.
-            fail_wal.store(true, Ordering::SeqCst);
-            let mut pending = Vec::new();
-            for i in DURABLE_FIRST..DURABLE_FIRST + IN_FLIGHT {
-                match shard
-                    .append(
-                        basin.clone(),
-                        stream.clone(),
-                        one_record(i),
-                        None,
-                        AutoCreate::No,
-                    )
-                    .await
-                {
-                    Ok(p) => pending.push(Ok(p)),
-                    Err(e) => pending.push(Err(e)),
+                let mut results = Vec::new();
+                for i in 0..DURABLE_FIRST {
+                    let pending = shard
+                        .append(
+                            basin.clone(),
+                            stream.clone(),
+                            one_record(i),
+                            None,
+                            AutoCreate::No,
+                        )
+                        .await
+                        .unwrap();
+                    results.push(pending.wait().await.map(|ack| ack.start.seq_num));
                 }
+                // From here every WAL upload fails; submit without waiting, so all are in
+                // flight together.
+                fail_wal.store(true, Ordering::SeqCst);
+                let mut pending = Vec::new();
+                for i in DURABLE_FIRST..DURABLE_FIRST + IN_FLIGHT {
+                    match shard
+                        .append(
+                            basin.clone(),
+                            stream.clone(),
+                            one_record(i),
+                            None,
+                            AutoCreate::No,
+                        )
+                        .await
+                    {
+                        Ok(p) => pending.push(Ok(p)),
+                        Err(e) => pending.push(Err(e)),
+                    }
+                }
+                for p in pending {
+                    results.push(match p {
+                        Ok(p) => p.wait().await.map(|ack| ack.start.seq_num),
+                        Err(e) => Err(e),
+                    });
+                }
+                let tail = shard
+                    .check_tail(basin, stream, AutoCreate::No)
+                    .await
+                    .map(|t| t.seq_num);
+                (results, tail)
             }
-            for p in pending {
-                results.push(match p {
-                    Ok(p) => p.wait().await.map(|ack| ack.start.seq_num),
-                    Err(e) => Err(e),
-                });
-            }
-            let tail = shard
-                .check_tail(basin, stream, AutoCreate::No)
-                .await
-                .map(|t| t.seq_num);
-            (results, tail)
-        }
-    });
+        });
 
     let acked = results.iter().take_while(|r| r.is_ok()).count();
     assert!(
@@ -249,32 +217,33 @@ fn a_failed_write_fails_the_rest_of_the_pipeline_and_loses_nothing_acknowledged(
     }
 
     // Reopen the same objects without the fault: everything acknowledged is there.
-    let records: Vec<SequencedRecord> = on_one_shard(inner, |shard| async move {
-        let (basin, stream) = names();
-        let request = ReadRequest {
-            start: ReadStart::SeqNum(0),
-            clamp: true,
-            limits: ReadLimits {
-                count: Some(1000),
-                ..Default::default()
-            },
-            wait: None,
-            key: None,
-        };
-        let mut session = match shard.read(basin, stream, request, AutoCreate::No).await {
-            Ok(s) => s,
-            Err(e) => panic!("reading back failed: {e}"),
-        };
-        let mut records = Vec::new();
-        while let Some(item) = session.0.next().await {
-            match item {
-                ReadItem::Batch(b) => records.extend(b.records),
-                ReadItem::Heartbeat(_) => {}
-                ReadItem::Error(e) => panic!("reading back failed: {e}"),
+    let records: Vec<SequencedRecord> =
+        common::on_one_shard(inner, EngineOptions::default(), |shard| async move {
+            let (basin, stream) = names();
+            let request = ReadRequest {
+                start: ReadStart::SeqNum(0),
+                clamp: true,
+                limits: ReadLimits {
+                    count: Some(1000),
+                    ..Default::default()
+                },
+                wait: None,
+                key: None,
+            };
+            let mut session = match shard.read(basin, stream, request, AutoCreate::No).await {
+                Ok(s) => s,
+                Err(e) => panic!("reading back failed: {e}"),
+            };
+            let mut records = Vec::new();
+            while let Some(item) = session.0.next().await {
+                match item {
+                    ReadItem::Batch(b) => records.extend(b.records),
+                    ReadItem::Heartbeat(_) => {}
+                    ReadItem::Error(e) => panic!("reading back failed: {e}"),
+                }
             }
-        }
-        records
-    });
+            records
+        });
     assert!(
         records.len() >= acked,
         "acknowledged records survive: {} < {acked}",

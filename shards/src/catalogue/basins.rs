@@ -9,7 +9,6 @@ use super::{
     decode, deletion, encode, BasinInfo, BasinMeta, Creation, ListRequest, Page, Provision,
     RequestToken,
 };
-use crate::clock::UnixNanos;
 use crate::config::{BasinConfig, BasinReconfiguration};
 use crate::error::{EngineError, Result};
 use crate::names::{BasinFilter, BasinName};
@@ -109,7 +108,7 @@ impl Shard {
                             requested: config.clone(),
                         }),
                         config,
-                        created_at: UnixNanos::now(),
+                        created_at: shard.clock.now(),
                         deleted_at: None,
                     };
                     shard.put_basin_meta(&basin, &meta).await?;
@@ -140,7 +139,7 @@ impl Shard {
                 None => {
                     let meta = BasinMeta {
                         config,
-                        created_at: UnixNanos::now(),
+                        created_at: shard.clock.now(),
                         deleted_at: None,
                         creation: None,
                     };
@@ -191,7 +190,7 @@ impl Shard {
             if meta.deleted_at.is_some() {
                 return Ok(());
             }
-            meta.deleted_at = Some(UnixNanos::now());
+            meta.deleted_at = Some(shard.clock.now());
             let mut batch = WriteBatch::new();
             batch.put(keys::basin_meta(&basin), encode(&meta));
             batch.put(keys::basin_deletion(&basin), b"");

@@ -10,7 +10,6 @@ use super::{
     decode, deletion, encode, Creation, ListRequest, Page, Provision, RequestToken, StreamId,
     StreamInfo, StreamMeta,
 };
-use crate::clock::UnixNanos;
 use crate::config::{StreamConfig, StreamConfigSpec, StreamReconfiguration};
 use crate::error::{EngineError, Result};
 use crate::names::{BasinName, StreamFilter, StreamName};
@@ -67,7 +66,10 @@ impl Shard {
         // Any config written with delete-on-empty on (re)schedules its check.
         let min_age = meta.config.delete_on_empty_min_age_secs;
         if min_age > 0 && meta.deleted_at.is_none() {
-            let at = crate::clock::now_millis().saturating_add(min_age.saturating_mul(1000));
+            let at = self
+                .clock
+                .now_millis()
+                .saturating_add(min_age.saturating_mul(1000));
             batch.put(keys::doe_deadline(at, basin, stream), b"");
         }
         self.storage.write(batch).await?;
@@ -151,7 +153,7 @@ impl Shard {
                         id: StreamId::random(),
                         config: spec.resolve(&basin_meta.config.default_stream_config),
                         cipher: basin_meta.config.stream_cipher,
-                        created_at: UnixNanos::now(),
+                        created_at: shard.clock.now(),
                         deleted_at: None,
                         creation: token.map(|token| Creation {
                             token,
@@ -196,7 +198,7 @@ impl Shard {
                         id: StreamId::random(),
                         config,
                         cipher: basin_meta.config.stream_cipher,
-                        created_at: UnixNanos::now(),
+                        created_at: shard.clock.now(),
                         deleted_at: None,
                         creation: None,
                     };
@@ -235,7 +237,7 @@ impl Shard {
                     id: StreamId::random(),
                     config: spec.resolve(&config.default_stream_config),
                     cipher: config.stream_cipher,
-                    created_at: UnixNanos::now(),
+                    created_at: self.clock.now(),
                     deleted_at: None,
                     creation: None,
                 };
@@ -306,7 +308,7 @@ impl Shard {
             if meta.deleted_at.is_some() {
                 return Ok(());
             }
-            meta.deleted_at = Some(UnixNanos::now());
+            meta.deleted_at = Some(shard.clock.now());
             let mut batch = WriteBatch::new();
             batch.put(keys::stream_meta(&basin, &stream), encode(&meta));
             batch.put(keys::stream_cleanup(&basin, &stream), b"");

@@ -25,6 +25,7 @@ use slatedb::WriteBatch;
 pub use read::{ReadItem, ReadLimits, ReadRequest, ReadSession, ReadStart};
 
 use crate::catalogue::StreamMeta;
+use crate::clock::Clock;
 use crate::config::{Cipher, RetentionPolicy, TimestampingMode};
 use crate::crypto::{EncryptionKey, KeyMaterial, AES_GCM_SEQ_NUM_MAX};
 use crate::error::{ConditionFailed, EngineError, Result};
@@ -94,6 +95,7 @@ pub(crate) struct Streamer {
     applying: bool,
     followers: Vec<mpsc::Sender<ReadBatch>>,
     storage: Storage,
+    clock: Clock,
     /// Set when the durable trim point moved; the background cleanup clears it.
     pub(crate) trim_advanced: bool,
 }
@@ -104,6 +106,7 @@ impl Streamer {
         meta: StreamMeta,
         state: StreamState,
         storage: Storage,
+        clock: Clock,
     ) -> Streamer {
         let state_trim_point = state.trim_point;
         Streamer {
@@ -117,6 +120,7 @@ impl Streamer {
             applying: false,
             followers: Vec::new(),
             storage,
+            clock,
             // A trim point from before a restart may still have records below it.
             trim_advanced: state_trim_point > 0,
         }
@@ -231,7 +235,7 @@ impl Streamer {
             ));
         }
         let uncapped = config.timestamping_uncapped;
-        let arrival = crate::clock::now_millis();
+        let arrival = s.clock.now_millis();
         let (ttl, expires_at_ms) = match config.retention_policy {
             RetentionPolicy::Age(secs) => {
                 let age_ms = secs.get().saturating_mul(1000);
@@ -503,6 +507,7 @@ impl Shard {
             meta,
             state,
             self.storage.clone(),
+            self.clock.clone(),
         )));
         self.streamers
             .borrow_mut()

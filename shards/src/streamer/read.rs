@@ -236,7 +236,7 @@ impl Shard {
                 max_bytes,
             )
             .await?;
-        let now = crate::clock::now_millis();
+        let now = self.clock.now_millis();
         let mut next = if rows.is_empty() { end } else { from };
         let mut records = Vec::with_capacity(rows.len());
         for (row_key, value) in rows {

@@ -214,7 +214,9 @@ async fn run_sse(
                     .saturating_add(batch.records.iter().map(|r| r.metered_bytes() as u64).sum());
                 sse::batch_event(&id, &json::read_batch_json(&batch, format).to_string())
             }
-            ReadItem::Heartbeat(tail) => sse::ping_event(sluice_shards::clock::now_millis(), tail),
+            ReadItem::Heartbeat(tail) => {
+                sse::ping_event(sluice_shards::clock::Clock::system().now_millis(), tail)
+            }
             ReadItem::Error(e) => {
                 let (_, body) = ApiError::from(e).status_and_body();
                 let _ = out.send(sse::error_event(&body)).await;

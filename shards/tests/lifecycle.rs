@@ -1,0 +1,281 @@
+//! Data over time, checked against what is stored: trimmed and deleted records leave the
+//! database, and ages (retention, delete-on-empty) follow the engine's clock, so a day
+//! passes in a moment.
+
+mod common;
+
+use std::num::NonZeroU64;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use slatedb::object_store::memory::InMemory;
+use sluice_shards::catalogue::StreamMeta;
+use sluice_shards::clock::Clock;
+use sluice_shards::config::{BasinConfig, RetentionPolicy, StreamConfigSpec};
+use sluice_shards::names::{BasinName, StreamName};
+use sluice_shards::records::{AppendBatch, AppendRecord, Header, SequencedRecord};
+use sluice_shards::storage::keys::{self, KeyKind};
+use sluice_shards::storage::Storage;
+use sluice_shards::streamer::{AutoCreate, ReadItem, ReadLimits, ReadRequest, ReadStart};
+use sluice_shards::{EngineError, EngineOptions, Shard};
+
+fn basin() -> BasinName {
+    "lifecycle-basin".parse().unwrap()
+}
+
+fn stream(name: &str) -> StreamName {
+    name.parse().unwrap()
+}
+
+fn records(from: usize, n: usize) -> AppendBatch {
+    let records = (from..from + n)
+        .map(|i| AppendRecord {
+            timestamp: None,
+            headers: Vec::new(),
+            body: Bytes::from(format!("record-{i}")),
+        })
+        .collect();
+    AppendBatch::new(records, None, None).unwrap()
+}
+
+fn trim_to(seq_num: u64) -> AppendBatch {
+    let trim = AppendRecord {
+        timestamp: None,
+        headers: vec![Header {
+            name: Bytes::new(),
+            value: Bytes::from_static(b"trim"),
+        }],
+        body: Bytes::copy_from_slice(&seq_num.to_be_bytes()),
+    };
+    AppendBatch::new(vec![trim], None, None).unwrap()
+}
+
+async fn append(shard: &Rc<Shard>, name: &str, batch: AppendBatch) {
+    shard
+        .append(basin(), stream(name), batch, None, AutoCreate::No)
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+}
+
+async fn create(shard: &Rc<Shard>, name: &str, spec: StreamConfigSpec) {
+    shard
+        .create_stream(basin(), stream(name), spec, None)
+        .await
+        .unwrap();
+}
+
+async fn read_from(shard: &Rc<Shard>, name: &str, seq_num: u64) -> Vec<SequencedRecord> {
+    let request = ReadRequest {
+        start: ReadStart::SeqNum(seq_num),
+        clamp: true,
+        limits: ReadLimits {
+            count: Some(1000),
+            ..Default::default()
+        },
+        wait: None,
+        key: None,
+    };
+    let mut session = match shard
+        .read(basin(), stream(name), request, AutoCreate::No)
+        .await
+    {
+        Ok(s) => s,
+        Err(EngineError::Unwritten(_)) => return Vec::new(),
+        Err(e) => panic!("read failed: {e}"),
+    };
+    let mut out = Vec::new();
+    while let Some(item) = session.0.next().await {
+        match item {
+            ReadItem::Batch(b) => out.extend(b.records),
+            ReadItem::Heartbeat(_) => {}
+            ReadItem::Error(e) => panic!("read failed: {e}"),
+        }
+    }
+    out
+}
+
+/// How many keys of `kind` stream `id` still has in storage.
+async fn stored(storage: &Storage, kind: KeyKind, id_range: (u128, Option<(u64, u64)>)) -> usize {
+    let (id, seqs) = id_range;
+    let range = match seqs {
+        Some((from, to)) => keys::record(id, from)..keys::record(id, to),
+        None => keys::stream_id_range(kind, id),
+    };
+    storage.scan(range, usize::MAX).await.unwrap().len()
+}
+
+/// Poll `check` until it holds, for up to `limit`.
+async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+async fn stream_id(storage: &Storage, name: &str) -> u128 {
+    let meta = storage
+        .get(keys::stream_meta(&basin(), &stream(name)))
+        .await
+        .unwrap()
+        .expect("stream metadata");
+    let meta: StreamMeta = serde_json::from_slice(&meta).expect("stream metadata decodes");
+    meta.id.0
+}
+
+#[test]
+fn trimmed_and_deleted_records_leave_storage() {
+    let options = EngineOptions {
+        deletion_delay: Duration::from_millis(100),
+        ..EngineOptions::default()
+    };
+    common::with_storage(
+        Arc::new(InMemory::new()),
+        options,
+        |shard, storage| async move {
+            shard
+                .create_basin(basin(), BasinConfig::default(), None)
+                .await
+                .unwrap();
+            create(&shard, "t", StreamConfigSpec::default()).await;
+            for batch in 0..5 {
+                append(&shard, "t", records(batch * 1000, 1000)).await;
+            }
+            append(&shard, "t", trim_to(4000)).await;
+            let id = stream_id(&storage, "t").await;
+
+            // Reads skip the trimmed records at once; storage loses them in the background.
+            assert_eq!(read_from(&shard, "t", 0).await[0].seq_num, 4000);
+            let gone = eventually(Duration::from_secs(10), || {
+                let storage = storage.clone();
+                async move { stored(&storage, KeyKind::Record, (id, Some((0, 4000)))).await == 0 }
+            })
+            .await;
+            assert!(gone, "records below the trim point are still stored");
+            assert_eq!(
+                stored(&storage, KeyKind::Record, (id, Some((4000, 5001)))).await,
+                1001,
+                "records at and above the trim point (and the trim record) are kept"
+            );
+            let index_left = stored(&storage, KeyKind::TimestampIndex, (id, None)).await;
+            assert!(
+                index_left <= 2,
+                "index entries of trimmed batches remain: {index_left}"
+            );
+
+            // Deleting the stream removes every key it had.
+            shard.delete_stream(basin(), stream("t")).await.unwrap();
+            let all_gone = eventually(Duration::from_secs(10), || {
+                let storage = storage.clone();
+                async move {
+                    let mut left = 0;
+                    for kind in [
+                        KeyKind::Record,
+                        KeyKind::TimestampIndex,
+                        KeyKind::StreamState,
+                    ] {
+                        left += stored(&storage, kind, (id, None)).await;
+                    }
+                    left == 0
+                        && storage
+                            .get(keys::stream_meta(&basin(), &stream("t")))
+                            .await
+                            .unwrap()
+                            .is_none()
+                }
+            })
+            .await;
+            assert!(all_gone, "a deleted stream left keys behind");
+        },
+    );
+}
+
+#[test]
+fn ages_follow_the_engine_clock() {
+    let clock = Clock::system();
+    let options = EngineOptions {
+        clock: clock.clone(),
+        deletion_delay: Duration::from_millis(100),
+        ..EngineOptions::default()
+    };
+    common::on_one_shard(Arc::new(InMemory::new()), options, move |shard| {
+        let clock = clock.clone();
+        async move {
+            shard
+                .create_basin(basin(), BasinConfig::default(), None)
+                .await
+                .unwrap();
+            let day = NonZeroU64::new(86_400).unwrap();
+            create(
+                &shard,
+                "kept-a-day",
+                StreamConfigSpec {
+                    retention_policy: Some(RetentionPolicy::Age(day)),
+                    ..Default::default()
+                },
+            )
+            .await;
+            create(
+                &shard,
+                "empty-for-an-hour",
+                StreamConfigSpec {
+                    delete_on_empty_min_age_secs: Some(3600),
+                    ..Default::default()
+                },
+            )
+            .await;
+            append(&shard, "kept-a-day", records(0, 10)).await;
+            assert_eq!(read_from(&shard, "kept-a-day", 0).await.len(), 10);
+
+            // Half an hour: nothing expires and the empty stream is too young to delete.
+            clock.advance(Duration::from_secs(1800));
+            glommio::timer::sleep(Duration::from_millis(2500)).await;
+            assert!(shard
+                .stream_config(&basin(), &stream("empty-for-an-hour"))
+                .await
+                .is_ok());
+
+            // A day later: the records have expired, the tail stays, and the empty stream
+            // has been deleted.
+            clock.advance(Duration::from_secs(86_400));
+            assert!(read_from(&shard, "kept-a-day", 0).await.is_empty());
+            let tail = shard
+                .check_tail(basin(), stream("kept-a-day"), AutoCreate::No)
+                .await
+                .unwrap();
+            assert_eq!(tail.seq_num, 10);
+            let deleted = eventually(Duration::from_secs(10), || {
+                let shard = shard.clone();
+                async move {
+                    matches!(
+                        shard
+                            .stream_config(&basin(), &stream("empty-for-an-hour"))
+                            .await,
+                        Err(EngineError::StreamDeletionPending { .. })
+                            | Err(EngineError::StreamNotFound { .. })
+                    )
+                }
+            })
+            .await;
+            assert!(deleted, "the empty stream outlived its min_age");
+            // The stream with records is not deleted by anything.
+            assert!(shard
+                .stream_config(&basin(), &stream("kept-a-day"))
+                .await
+                .is_ok());
+        }
+    });
+}
