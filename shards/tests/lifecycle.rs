@@ -279,3 +279,71 @@ fn ages_follow_the_engine_clock() {
         }
     });
 }
+
+/// B-246: an AES-256-GCM stream cannot seal a record past seq_num 2^32−1. The stream is
+/// moved close to the limit by writing its stored state directly, since appending four
+/// billion records is not a test.
+#[test]
+fn aes_gcm_streams_stop_at_the_32_bit_seq_num_limit() {
+    use base64::Engine as _;
+    use sluice_shards::config::Cipher;
+    use sluice_shards::crypto::KeyMaterial;
+    use sluice_shards::records::Position;
+    use sluice_shards::streamer::codec::{encode_state, StreamState};
+
+    common::with_storage(
+        Arc::new(InMemory::new()),
+        EngineOptions::default(),
+        |shard, storage| async move {
+            let config = BasinConfig {
+                stream_cipher: Some(Cipher::Aes256Gcm),
+                ..BasinConfig::default()
+            };
+            shard.create_basin(basin(), config, None).await.unwrap();
+            create(&shard, "gcm", StreamConfigSpec::default()).await;
+            let id = stream_id(&storage, "gcm").await;
+            let near_limit = StreamState {
+                tail: Position {
+                    seq_num: u64::from(u32::MAX),
+                    timestamp: 0,
+                },
+                ..StreamState::default()
+            };
+            let mut batch = slatedb::WriteBatch::new();
+            batch.put(keys::stream_state(id), encode_state(&near_limit));
+            storage.write(batch).await.unwrap();
+
+            let key =
+                KeyMaterial::new(&base64::engine::general_purpose::STANDARD.encode([3u8; 32]))
+                    .unwrap();
+            let append = |n: usize| {
+                let (shard, key) = (shard.clone(), key.clone());
+                async move {
+                    match shard
+                        .append(
+                            basin(),
+                            stream("gcm"),
+                            records(0, n),
+                            Some(key),
+                            AutoCreate::No,
+                        )
+                        .await
+                    {
+                        Ok(pending) => pending.wait().await,
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            match append(2).await {
+                Err(EngineError::Invalid(message)) => assert_eq!(
+                    message,
+                    "max assignable sequence number is 4294967295; attempted 4294967296"
+                ),
+                other => panic!("expected the seq_num limit, got {other:?}"),
+            }
+            // The last position below the limit is still usable.
+            let ack = append(1).await.unwrap();
+            assert_eq!(ack.start.seq_num, u64::from(u32::MAX));
+        },
+    );
+}
