@@ -34,3 +34,21 @@ fmt:
 clean:
 	$(CARGO) clean
 	rm -rf $(VENV)
+
+# Load generator (bench/). `make bench` starts a release sluice on a free port and runs every
+# scenario once against it; `make bench-compare` alternates sluice and `s2 lite` over three
+# rounds and prints the medians and the ratio sluice/s2-lite. Neither runs in CI.
+.PHONY: bench bench-compare
+
+SLUICE_BENCH_CMD := ./target/release/sluice --host 127.0.0.1 --port {port}
+
+bench:
+	$(CARGO) build --release --bin sluice
+	$(CARGO) build --release -p sluice-bench
+	./target/release/sluice-bench compare --a "$(SLUICE_BENCH_CMD)" --rounds 1
+
+bench-compare:
+	$(CARGO) build --release --bin sluice
+	$(CARGO) build --release -p sluice-bench
+	command -v s2 >/dev/null 2>&1 || $(CARGO) install --locked s2-cli
+	./target/release/sluice-bench compare --a "$(SLUICE_BENCH_CMD)" --b "s2 lite --port {port}" --rounds 3

@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use slatedb::config::Settings;
+use slatedb::config::{FlushOptions, FlushType, Settings};
 use slatedb::object_store::{self, ObjectStore};
 use slatedb::{Db, WriteBatch};
 use tokio::runtime::Handle;
+use tokio::sync::Notify;
 
 use crate::error::StorageError;
 
@@ -36,10 +37,11 @@ pub enum StorageLocation {
 /// Prefix of the environment variables that override SlateDB [`Settings`].
 pub const SLATEDB_ENV_PREFIX: &str = "SL8_";
 
-/// How often SlateDB flushes its write-ahead log when `SL8_FLUSH_INTERVAL` is not set. An
-/// append is acknowledged only after the flush that carries it, so this bounds ack latency
-/// from below; SlateDB's own default (100 ms) is tuned for throughput, not streams.
-const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(5);
+/// SlateDB's own periodic WAL flush, when `SL8_FLUSH_INTERVAL` is not set. Writes do not
+/// wait for it: every applied write wakes the group-commit flusher (below), which flushes at
+/// once and carries whatever arrived meanwhile in its next flush. The interval is only a
+/// backstop.
+const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 
 /// The data directory inside the object store (the bucket's `--path`, if any, goes before it).
 pub const DB_PATH: &str = "sluice";
@@ -58,6 +60,25 @@ pub enum OpenError {
 pub struct Sidecar {
     runtime: tokio::runtime::Runtime,
     db: Arc<Db>,
+    flush_wanted: Arc<Notify>,
+}
+
+/// Group commit: flush the WAL as soon as a write is applied. While one flush is in
+/// flight, later writes wait for the next, so a busy server flushes back to back with
+/// large WAL files and an idle one acknowledges a lone write after a single upload.
+async fn run_flusher(db: Arc<Db>, flush_wanted: Arc<Notify>) {
+    let wal = FlushOptions {
+        flush_type: FlushType::Wal,
+    };
+    loop {
+        flush_wanted.notified().await;
+        if let Err(e) = db.flush_with_options(wal.clone()).await {
+            if matches!(e.kind(), slatedb::ErrorKind::Closed(_)) {
+                return;
+            }
+            tracing::warn!(error = %e, "WAL flush failed");
+        }
+    }
 }
 
 impl Sidecar {
@@ -94,9 +115,13 @@ impl Sidecar {
                 .build()
                 .await
         })?;
+        let db = Arc::new(db);
+        let flush_wanted = Arc::new(Notify::new());
+        runtime.spawn(run_flusher(db.clone(), flush_wanted.clone()));
         Ok(Sidecar {
             runtime,
-            db: Arc::new(db),
+            db,
+            flush_wanted,
         })
     }
 
@@ -105,6 +130,7 @@ impl Sidecar {
         Storage {
             db: self.db.clone(),
             runtime: self.runtime.handle().clone(),
+            flush_wanted: self.flush_wanted.clone(),
         }
     }
 
@@ -154,6 +180,7 @@ pub struct Durability(slatedb::WriteHandle);
 pub struct Storage {
     db: Arc<Db>,
     runtime: Handle,
+    flush_wanted: Arc<Notify>,
 }
 
 impl Storage {
@@ -232,9 +259,13 @@ impl Storage {
     /// Apply `batch` atomically to the database (visible to reads, not yet durable). Calls
     /// awaited one after another are applied in that order.
     pub async fn apply(&self, batch: WriteBatch) -> Result<Durability, StorageError> {
-        let db = self.db.clone();
-        self.on_sidecar(async move { Ok(Durability(db.write(batch).await?)) })
-            .await
+        let (db, flush_wanted) = (self.db.clone(), self.flush_wanted.clone());
+        self.on_sidecar(async move {
+            let applied = db.write(batch).await?;
+            flush_wanted.notify_one();
+            Ok(Durability(applied))
+        })
+        .await
     }
 
     /// Wait until an applied batch is durable in the object store.
@@ -245,9 +276,10 @@ impl Storage {
 
     /// Apply `batch` atomically and return once it is durable in the object store.
     pub async fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
-        let db = self.db.clone();
+        let (db, flush_wanted) = (self.db.clone(), self.flush_wanted.clone());
         self.on_sidecar(async move {
             let handle = db.write(batch).await?;
+            flush_wanted.notify_one();
             handle.await_durable().await?;
             Ok(())
         })

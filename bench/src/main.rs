@@ -1,0 +1,214 @@
+//! `sluice-bench`: load generator for S2-compatible servers (Sluice, `s2 lite`).
+//!
+//! Runs scenarios against an endpoint (`sluice-bench [--endpoint URL] <scenario|all>`), or
+//! starts server commands itself and compares them (`sluice-bench compare --a CMD [--b CMD]`).
+//! Every record written carries a chained hash that readers verify; any mismatch, gap or
+//! duplicate ends the run with a non-zero exit status.
+
+mod report;
+mod scenarios;
+mod server;
+mod verify;
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::report::{median_outcomes, print_comparison, print_json_line, print_outcomes, Outcome};
+use crate::scenarios::{sdk_client, Ctx, Knobs, Scenario};
+use crate::server::ServerProcess;
+
+#[derive(Parser)]
+#[command(
+    name = "sluice-bench",
+    version,
+    about = "Load generator for Sluice and other S2-compatible servers"
+)]
+struct Cli {
+    /// Endpoint of the server under test, e.g. http://127.0.0.1:8080 (account and basin).
+    #[arg(long, env = "S2_ENDPOINT", global = true)]
+    endpoint: Option<String>,
+
+    /// Print one JSON object per line instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+
+    /// Shorter runs and smaller sizes.
+    #[arg(long, global = true)]
+    quick: bool,
+
+    /// Pid of the server, for RSS readings in the `streams` scenario.
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
+
+    #[command(flatten)]
+    knobs: Knobs,
+
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Append throughput and ack latency: S streams x C append sessions.
+    Append,
+    /// Append-to-delivery latency to a tailing reader at a fixed rate.
+    Latency,
+    /// Prefill a stream, then read it all from the start.
+    Catchup,
+    /// Many tailing readers on one stream with a modest writer.
+    Fanout,
+    /// Stream creation rate and latency (and server RSS with --server-pid).
+    Streams,
+    /// Every scenario in turn.
+    All,
+    /// Start server commands and compare them over several rounds.
+    Compare(CompareArgs),
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    /// Command for server A; `{port}` and `{dir}` (a fresh data directory) are substituted.
+    #[arg(long)]
+    a: String,
+
+    /// Command for server B; without it only A is measured.
+    #[arg(long)]
+    b: Option<String>,
+
+    /// Rounds; each round runs A then B.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+
+    /// Comma-separated scenarios to run [default: all].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    scenarios: Vec<Scenario>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("sluice-bench: errors were reported (see the errors column)");
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("sluice-bench: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Returns whether every scenario finished without errors.
+async fn run(cli: Cli) -> Result<bool> {
+    let chosen = match &cli.command {
+        Cmd::Append => vec![Scenario::Append],
+        Cmd::Latency => vec![Scenario::Latency],
+        Cmd::Catchup => vec![Scenario::Catchup],
+        Cmd::Fanout => vec![Scenario::Fanout],
+        Cmd::Streams => vec![Scenario::Streams],
+        Cmd::All => Scenario::ALL.to_vec(),
+        Cmd::Compare(args) => return compare(&cli, args).await,
+    };
+    let Some(endpoint) = cli.endpoint.as_deref() else {
+        bail!("no endpoint: pass --endpoint URL or set S2_ENDPOINT");
+    };
+    let ctx = Ctx {
+        client: sdk_client(endpoint)?,
+        knobs: cli.knobs.clone(),
+        quick: cli.quick,
+        server_pid: cli.server_pid,
+    };
+
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut failure = None;
+    for scenario in chosen {
+        match scenarios::run(&ctx, scenario).await {
+            Ok(outcome) => {
+                if cli.json {
+                    print_json_line(&outcome);
+                }
+                outcomes.push(outcome);
+            }
+            Err(err) => {
+                failure = Some(err);
+                break;
+            }
+        }
+    }
+    if !cli.json && !outcomes.is_empty() {
+        print_outcomes(&outcomes);
+    }
+    if let Some(err) = failure {
+        return Err(err);
+    }
+    Ok(outcomes.iter().all(|outcome| outcome.errors == 0))
+}
+
+async fn compare(cli: &Cli, args: &CompareArgs) -> Result<bool> {
+    if args.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    server::check_template(&args.a)?;
+    if let Some(b) = &args.b {
+        server::check_template(b)?;
+    }
+    let chosen = if args.scenarios.is_empty() {
+        Scenario::ALL.to_vec()
+    } else {
+        args.scenarios.clone()
+    };
+    let mut sides: Vec<(&'static str, &str)> = vec![("A", args.a.as_str())];
+    if let Some(b) = &args.b {
+        sides.push(("B", b.as_str()));
+    }
+
+    let mut outcomes: Vec<(&'static str, Outcome)> = Vec::new();
+    for round in 1..=args.rounds {
+        for &(side, template) in &sides {
+            eprintln!("round {round}/{}: server {side}", args.rounds);
+            let server = ServerProcess::start(side, template).await?;
+            let ctx = Ctx {
+                client: sdk_client(&server.endpoint())?,
+                knobs: cli.knobs.clone(),
+                quick: cli.quick,
+                server_pid: server.pid(),
+            };
+            let mut failure = None;
+            for &scenario in &chosen {
+                match scenarios::run(&ctx, scenario).await {
+                    Ok(outcome) => {
+                        eprintln!("  {side} {}", outcome.brief());
+                        outcomes.push((side, outcome));
+                    }
+                    Err(err) => {
+                        failure = Some(
+                            err.context(format!("server {side} (`{template}`), round {round}")),
+                        );
+                        break;
+                    }
+                }
+            }
+            drop(ctx);
+            server.stop().await;
+            if let Some(err) = failure {
+                return Err(err);
+            }
+        }
+    }
+    if args.b.is_some() {
+        print_comparison(&outcomes, cli.json);
+    } else {
+        // A single server: one row per scenario with its medians over the rounds.
+        let medians = median_outcomes(&outcomes, "A");
+        if cli.json {
+            medians.iter().for_each(print_json_line);
+        } else {
+            print_outcomes(&medians);
+        }
+    }
+    Ok(outcomes.iter().all(|(_, outcome)| outcome.errors == 0))
+}

@@ -1,0 +1,121 @@
+//! `append`: S streams x C append sessions each, writing batches of chained records for a
+//! duration, unbounded or paced to a total target rate. Reports acked throughput and
+//! submit-to-ack latency, then reads every stream back and verifies it.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Result};
+use s2_sdk::S2Basin;
+
+use super::{
+    check_batch_shape, counted_bar, create_stream, read_back, run_writer, timed_bar, Ctx,
+    WriterSpec, MIB,
+};
+use crate::report::{Latency, Outcome};
+
+pub async fn run(ctx: &Ctx, basin: &S2Basin) -> Result<Outcome> {
+    let knobs = &ctx.knobs;
+    check_batch_shape(knobs.record_size, knobs.batch)?;
+    if knobs.streams == 0 || knobs.sessions == 0 {
+        bail!("--streams and --sessions must be at least 1");
+    }
+    if knobs.sessions > usize::from(u16::MAX) {
+        bail!("--sessions must be at most {}", u16::MAX);
+    }
+    let writers = knobs.streams * knobs.sessions;
+    let batch_bytes = (knobs.batch * knobs.record_size) as f64;
+    let batches_per_sec = match knobs.target_mibps {
+        Some(mibps) if mibps > 0.0 => Some(mibps * MIB as f64 / writers as f64 / batch_bytes),
+        Some(_) => bail!("--target-mibps must be positive"),
+        None => None,
+    };
+
+    let mut streams = Vec::with_capacity(knobs.streams);
+    for i in 0..knobs.streams {
+        let name = format!("append-{i:04}");
+        let stream = create_stream(basin, &name).await?;
+        streams.push((name, stream));
+    }
+
+    let duration = ctx.duration();
+    let acked = Arc::new(AtomicU64::new(0));
+    let (bar, ticker) = timed_bar("append", duration, acked.clone(), "MiB acked", MIB);
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::with_capacity(writers);
+    for (index, (name, stream)) in streams.iter().enumerate() {
+        for session in 0..knobs.sessions {
+            let spec = WriterSpec {
+                writer: session as u16,
+                record_size: knobs.record_size,
+                batch_records: knobs.batch,
+                batches_per_sec,
+                deadline: Some(deadline),
+                max_records: None,
+            };
+            let task = tokio::spawn(run_writer(
+                stream.clone(),
+                name.clone(),
+                spec,
+                acked.clone(),
+            ));
+            tasks.push((index, task));
+        }
+    }
+
+    let mut acks = Latency::new();
+    let mut per_stream: Vec<Vec<(u16, u64)>> = vec![Vec::new(); streams.len()];
+    let mut records: u64 = 0;
+    let mut bytes: u64 = 0;
+    let mut first_error = None;
+    for (index, task) in tasks {
+        match task.await {
+            Ok(Ok(result)) => {
+                acks.merge(&result.acks);
+                records += result.records;
+                bytes += result.bytes;
+                per_stream[index].push((result.writer, result.records));
+            }
+            Ok(Err(err)) => {
+                if first_error.is_none() {
+                    first_error = Some(err);
+                }
+            }
+            Err(err) => {
+                if first_error.is_none() {
+                    first_error = Some(anyhow!("writer task failed: {err}"));
+                }
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    ticker.abort();
+    bar.finish_and_clear();
+    if let Some(err) = first_error {
+        return Err(err);
+    }
+
+    let verify_bar = counted_bar("verify", records, "records");
+    for ((name, stream), writers) in streams.iter().zip(&per_stream) {
+        let count = writers.iter().map(|(_, n)| n).sum();
+        read_back(stream, name, count, writers, &verify_bar).await?;
+    }
+    verify_bar.finish_and_clear();
+
+    let mut outcome = Outcome::new("append");
+    outcome.set_rates(bytes, records, elapsed);
+    outcome.set_latency(&acks);
+    outcome.note = format!(
+        "ack latency; {}x{} sessions, {} B records, {}/batch{}",
+        knobs.streams,
+        knobs.sessions,
+        knobs.record_size,
+        knobs.batch,
+        knobs
+            .target_mibps
+            .map_or(String::new(), |mibps| format!(", target {mibps} MiB/s"))
+    );
+    Ok(outcome)
+}
