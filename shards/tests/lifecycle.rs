@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::StreamExt;
 use slatedb::object_store::memory::InMemory;
 use sluice_shards::catalogue::StreamMeta;
 use sluice_shards::clock::Clock;
@@ -19,7 +18,7 @@ use sluice_shards::names::{BasinName, StreamName};
 use sluice_shards::records::{AppendBatch, AppendRecord, Header, SequencedRecord};
 use sluice_shards::storage::keys::{self, KeyKind};
 use sluice_shards::storage::Storage;
-use sluice_shards::streamer::{AutoCreate, ReadItem, ReadLimits, ReadRequest, ReadStart};
+use sluice_shards::streamer::AutoCreate;
 use sluice_shards::{EngineError, EngineOptions, Shard};
 
 fn basin() -> BasinName {
@@ -71,33 +70,7 @@ async fn create(shard: &Rc<Shard>, name: &str, spec: StreamConfigSpec) {
 }
 
 async fn read_from(shard: &Rc<Shard>, name: &str, seq_num: u64) -> Vec<SequencedRecord> {
-    let request = ReadRequest {
-        start: ReadStart::SeqNum(seq_num),
-        clamp: true,
-        limits: ReadLimits {
-            count: Some(1000),
-            ..Default::default()
-        },
-        wait: None,
-        key: None,
-    };
-    let mut session = match shard
-        .read(basin(), stream(name), request, AutoCreate::No)
-        .await
-    {
-        Ok(s) => s,
-        Err(EngineError::Unwritten(_)) => return Vec::new(),
-        Err(e) => panic!("read failed: {e}"),
-    };
-    let mut out = Vec::new();
-    while let Some(item) = session.0.next().await {
-        match item {
-            ReadItem::Batch(b) => out.extend(b.records),
-            ReadItem::Heartbeat(_) => {}
-            ReadItem::Error(e) => panic!("read failed: {e}"),
-        }
-    }
-    out
+    common::read_from(shard, basin(), stream(name), seq_num).await
 }
 
 /// How many keys of `kind` stream `id` still has in storage.

@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
-use futures::StreamExt;
 use slatedb::object_store::memory::InMemory;
 use slatedb::object_store::path::Path;
 use slatedb::object_store::{
@@ -24,7 +23,7 @@ use slatedb::object_store::{
 use sluice_shards::config::{BasinConfig, StreamConfigSpec};
 use sluice_shards::names::{BasinName, StreamName};
 use sluice_shards::records::{AppendBatch, AppendRecord, SequencedRecord};
-use sluice_shards::streamer::{AutoCreate, ReadItem, ReadLimits, ReadRequest, ReadStart};
+use sluice_shards::streamer::AutoCreate;
 use sluice_shards::EngineOptions;
 
 /// Passes everything through, except that WAL uploads fail while `fail_wal` is set. The
@@ -220,29 +219,7 @@ fn a_failed_write_fails_the_rest_of_the_pipeline_and_loses_nothing_acknowledged(
     let records: Vec<SequencedRecord> =
         common::on_one_shard(inner, EngineOptions::default(), |shard| async move {
             let (basin, stream) = names();
-            let request = ReadRequest {
-                start: ReadStart::SeqNum(0),
-                clamp: true,
-                limits: ReadLimits {
-                    count: Some(1000),
-                    ..Default::default()
-                },
-                wait: None,
-                key: None,
-            };
-            let mut session = match shard.read(basin, stream, request, AutoCreate::No).await {
-                Ok(s) => s,
-                Err(e) => panic!("reading back failed: {e}"),
-            };
-            let mut records = Vec::new();
-            while let Some(item) = session.0.next().await {
-                match item {
-                    ReadItem::Batch(b) => records.extend(b.records),
-                    ReadItem::Heartbeat(_) => {}
-                    ReadItem::Error(e) => panic!("reading back failed: {e}"),
-                }
-            }
-            records
+            common::read_from(&shard, basin, stream, 0).await
         });
     assert!(
         records.len() >= acked,

@@ -18,6 +18,10 @@ use crate::names::{BasinName, StreamFilter, StreamName};
 use crate::shard::Shard;
 use crate::storage::keys::{self, KeyKind};
 
+/// Keys, and bytes of values read, per page of a range deletion.
+const DELETE_PAGE_KEYS: usize = 10_000;
+const DELETE_PAGE_BYTES: usize = 8 * 1024 * 1024;
+
 /// Back-off after a failed cleanup step, before trying again.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 
@@ -77,18 +81,33 @@ impl Shard {
         Ok(())
     }
 
-    /// Delete every key in `range`, a page at a time.
+    /// Delete every key in `range`, a page at a time. Each page starts after the last key
+    /// deleted, so no scan walks over earlier pages' tombstones. Pages are applied without
+    /// waiting for durability: the caller's final durable write (which removes its queue
+    /// marker) makes them durable too, since the WAL is ordered, and a crash before it
+    /// leaves the marker to start over from.
     pub(crate) async fn delete_range(&self, range: std::ops::Range<Bytes>) -> Result<()> {
+        let mut start = range.start.clone();
         loop {
-            let rows = self.storage.scan(range.clone(), LIST_LIMIT_MAX).await?;
-            if rows.is_empty() {
+            let rows = self
+                .storage
+                .scan_bounded(
+                    start.clone()..range.end.clone(),
+                    DELETE_PAGE_KEYS,
+                    DELETE_PAGE_BYTES,
+                )
+                .await?;
+            let Some((last, _)) = rows.last() else {
                 return Ok(());
-            }
+            };
+            let mut next = last.to_vec();
+            next.push(0);
             let mut batch = WriteBatch::new();
             for (key, _) in &rows {
                 batch.delete(key);
             }
-            self.storage.write(batch).await?;
+            self.storage.apply(batch).await?;
+            start = Bytes::from(next);
         }
     }
 

@@ -5,9 +5,14 @@ use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use futures::StreamExt;
 use slatedb::object_store::ObjectStore;
 use sluice_shards::executors::spawn_shards;
+use sluice_shards::names::{BasinName, StreamName};
+use sluice_shards::records::SequencedRecord;
 use sluice_shards::storage::{Sidecar, Storage, DB_PATH};
+use sluice_shards::streamer::{AutoCreate, ReadItem, ReadLimits, ReadRequest, ReadStart};
+use sluice_shards::EngineError;
 use sluice_shards::{EngineOptions, Shard};
 
 /// Run `scenario` on a single shard over `store` and return what it produced. The
@@ -54,5 +59,40 @@ where
     }
     // A database whose writes failed may refuse to close cleanly; that is expected.
     let _ = sidecar.close();
+    out
+}
+
+/// Up to 1000 records of a stream from `seq_num` on, reading only what is there (no
+/// following); empty if the start is at the tail.
+#[allow(dead_code)] // not every test binary reads
+pub async fn read_from(
+    shard: &Rc<Shard>,
+    basin: BasinName,
+    stream: StreamName,
+    seq_num: u64,
+) -> Vec<SequencedRecord> {
+    let request = ReadRequest {
+        start: ReadStart::SeqNum(seq_num),
+        clamp: true,
+        limits: ReadLimits {
+            count: Some(1000),
+            ..Default::default()
+        },
+        wait: None,
+        key: None,
+    };
+    let mut session = match shard.read(basin, stream, request, AutoCreate::No).await {
+        Ok(s) => s,
+        Err(EngineError::Unwritten(_)) => return Vec::new(),
+        Err(e) => panic!("read failed: {e}"),
+    };
+    let mut out = Vec::new();
+    while let Some(item) = session.0.next().await {
+        match item {
+            ReadItem::Batch(b) => out.extend(b.records),
+            ReadItem::Heartbeat(_) => {}
+            ReadItem::Error(e) => panic!("read failed: {e}"),
+        }
+    }
     out
 }
