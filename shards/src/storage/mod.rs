@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use slatedb::config::{FlushOptions, FlushType, Settings};
 use slatedb::object_store::{self, ObjectStore};
-use slatedb::{Db, WriteBatch};
+use slatedb::{CompactorBuilder, Db, WriteBatch};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
@@ -59,6 +59,7 @@ pub enum OpenError {
 /// Owns the sidecar runtime and the database. Lives on the boot thread.
 pub struct Sidecar {
     runtime: tokio::runtime::Runtime,
+    background: tokio::runtime::Runtime,
     db: Arc<Db>,
     flush_wanted: Arc<Notify>,
 }
@@ -104,22 +105,36 @@ impl Sidecar {
             .thread_name("sluice-io")
             .enable_all()
             .build()?;
+        // Compaction and garbage collection get their own thread, so that after heavy
+        // writes they never hold up the group-commit flusher that every ack waits on.
+        let background = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("sluice-compact")
+            .enable_all()
+            .build()?;
         let defaults = Settings {
             flush_interval: Some(DEFAULT_FLUSH_INTERVAL),
             ..Settings::default()
         };
         let settings = Settings::from_env_with_default(SLATEDB_ENV_PREFIX, defaults)?;
         let db = runtime.block_on(async {
-            Db::builder(path.to_owned(), store)
-                .with_settings(settings)
-                .build()
-                .await
+            let mut builder = Db::builder(path.to_owned(), store.clone())
+                .with_gc_runtime(background.handle().clone());
+            if let Some(options) = settings.compactor_options.clone() {
+                builder = builder.with_compactor_builder(
+                    CompactorBuilder::new(path.to_owned(), store)
+                        .with_options(options)
+                        .with_runtime(background.handle().clone()),
+                );
+            }
+            builder.with_settings(settings).build().await
         })?;
         let db = Arc::new(db);
         let flush_wanted = Arc::new(Notify::new());
         runtime.spawn(run_flusher(db.clone(), flush_wanted.clone()));
         Ok(Sidecar {
             runtime,
+            background,
             db,
             flush_wanted,
         })
@@ -143,6 +158,7 @@ impl Sidecar {
     pub fn close(self) -> Result<(), slatedb::Error> {
         let result = self.runtime.block_on(self.db.close());
         self.runtime.shutdown_timeout(Duration::from_secs(5));
+        self.background.shutdown_timeout(Duration::from_secs(5));
         result
     }
 }
