@@ -10,7 +10,7 @@ use super::{
     decode, deletion, encode, Creation, ListRequest, Page, Provision, RequestToken, StreamId,
     StreamInfo, StreamMeta,
 };
-use crate::config::{StreamConfig, StreamConfigSpec, StreamReconfiguration};
+use crate::config::{BasinConfig, StreamConfig, StreamConfigSpec, StreamReconfiguration};
 use crate::error::{EngineError, Result};
 use crate::names::{BasinName, StreamFilter, StreamName};
 use crate::shard::Shard;
@@ -74,6 +74,27 @@ impl Shard {
         }
         self.storage.write(batch).await?;
         Ok(())
+    }
+
+    /// Write the metadata of a new incarnation of a stream: a fresh id, the basin's cipher.
+    async fn put_new_stream(
+        &self,
+        basin: &BasinName,
+        stream: &StreamName,
+        config: StreamConfig,
+        basin_config: &BasinConfig,
+        creation: Option<Creation<StreamConfigSpec>>,
+    ) -> Result<StreamMeta> {
+        let meta = StreamMeta {
+            id: StreamId::random(),
+            config,
+            cipher: basin_config.stream_cipher,
+            created_at: self.clock.now(),
+            deleted_at: None,
+            creation,
+        };
+        self.put_stream_meta(basin, stream, &meta).await?;
+        Ok(meta)
     }
 
     pub async fn list_streams(
@@ -149,18 +170,14 @@ impl Shard {
                     }
                 }
                 None => {
-                    let meta = StreamMeta {
-                        id: StreamId::random(),
-                        config: spec.resolve(&basin_meta.config.default_stream_config),
-                        cipher: basin_meta.config.stream_cipher,
-                        created_at: shard.clock.now(),
-                        deleted_at: None,
-                        creation: token.map(|token| Creation {
-                            token,
-                            requested: spec,
-                        }),
-                    };
-                    shard.put_stream_meta(&basin, &stream, &meta).await?;
+                    let config = spec.resolve(&basin_meta.config.default_stream_config);
+                    let creation = token.map(|token| Creation {
+                        token,
+                        requested: spec,
+                    });
+                    let meta = shard
+                        .put_new_stream(&basin, &stream, config, &basin_meta.config, creation)
+                        .await?;
                     Ok((meta.info(stream), Provision::Created))
                 }
             }
@@ -194,15 +211,9 @@ impl Shard {
                     Ok((m.info(stream), Provision::Updated))
                 }
                 None => {
-                    let meta = StreamMeta {
-                        id: StreamId::random(),
-                        config,
-                        cipher: basin_meta.config.stream_cipher,
-                        created_at: shard.clock.now(),
-                        deleted_at: None,
-                        creation: None,
-                    };
-                    shard.put_stream_meta(&basin, &stream, &meta).await?;
+                    let meta = shard
+                        .put_new_stream(&basin, &stream, config, &basin_meta.config, None)
+                        .await?;
                     Ok((meta.info(stream), Provision::Created))
                 }
             }
@@ -233,15 +244,10 @@ impl Shard {
             Some(m) if m.deleted_at.is_some() => Err(deletion_pending(basin, stream)),
             Some(_) => Ok(()),
             None => {
-                let meta = StreamMeta {
-                    id: StreamId::random(),
-                    config: spec.resolve(&config.default_stream_config),
-                    cipher: config.stream_cipher,
-                    created_at: self.clock.now(),
-                    deleted_at: None,
-                    creation: None,
-                };
-                self.put_stream_meta(basin, stream, &meta).await
+                let resolved = spec.resolve(&config.default_stream_config);
+                self.put_new_stream(basin, stream, resolved, config, None)
+                    .await
+                    .map(|_| ())
             }
         }
     }
