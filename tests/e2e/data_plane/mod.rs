@@ -689,3 +689,29 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         .windows(needle.len())
         .position(|window| window == needle)
 }
+
+/// An SSE read session with extra headers.
+pub fn open_sse(
+    port: u16,
+    basin: &str,
+    stream: &str,
+    query: &str,
+    extra: &[(&str, &str)],
+) -> StreamingResponse {
+    let mut headers = vec![("S2-Basin", basin), ("Accept", "text/event-stream")];
+    headers.extend_from_slice(extra);
+    StreamingResponse::open(port, "GET", &records_path(stream, query), &headers, b"")
+}
+
+/// A raw S2S read session with extra headers.
+pub fn open_s2s_read(
+    port: u16,
+    basin: &str,
+    stream: &str,
+    query: &str,
+    extra: &[(&str, &str)],
+) -> StreamingResponse {
+    let mut headers = vec![("S2-Basin", basin), ("Content-Type", "s2s/proto")];
+    headers.extend_from_slice(extra);
+    StreamingResponse::open(port, "GET", &records_path(stream, query), &headers, b"")
+}

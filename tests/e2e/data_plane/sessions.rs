@@ -19,8 +19,8 @@ use serde_json::{json, Value};
 use super::proto;
 use super::{
     append_ok, basin_with_stream, bodies, check_tail, create_basin, create_stream, frame,
-    gzip_compress, input_frame, position, read_records, records_path, seq_nums, start, stream_path,
-    zstd_compress, Frame, StreamingResponse,
+    gzip_compress, input_frame, open_s2s_read, position, read_records, records_path, seq_nums,
+    start, stream_path, zstd_compress, Frame, StreamingResponse,
 };
 use crate::harness::{assert_error, assert_keys, basin_name, connect, http, stream_name};
 
@@ -65,19 +65,6 @@ fn append_session(
         &headers,
         &frames.concat(),
     )
-}
-
-/// A raw S2S read session.
-fn read_session(
-    port: u16,
-    basin: &str,
-    stream: &str,
-    query: &str,
-    extra: &[(&str, &str)],
-) -> StreamingResponse {
-    let mut headers = vec![("S2-Basin", basin), ("Content-Type", "s2s/proto")];
-    headers.extend_from_slice(extra);
-    StreamingResponse::open(port, "GET", &records_path(stream, query), &headers, b"")
 }
 
 fn assert_s2s_headers(response: &StreamingResponse) {
@@ -385,7 +372,7 @@ async fn s2s_read_sessions() {
     let tail = position(&ack["end"]);
 
     // Catch-up: data batches without tail, then a clean end at the count.
-    let mut response = read_session(port, &basin, "r", "seq_num=1&count=3", &[]);
+    let mut response = open_s2s_read(port, &basin, "r", "seq_num=1&count=3", &[]);
     assert_s2s_headers(&response);
     let (frames, terminal) = split_terminal(response.frames_to_end(FRAME_TIMEOUT));
     assert_eq!(terminal, None);
@@ -415,7 +402,7 @@ async fn s2s_read_sessions() {
         ("r", "seq_num=5&count=1", tail),
         ("empty", "seq_num=0&count=10", (0, 0)),
     ] {
-        let response = read_session(port, &basin, stream, query, &[]).into_response();
+        let response = open_s2s_read(port, &basin, stream, query, &[]).into_response();
         response.expect_status(416);
         assert_eq!(
             response.json(),
@@ -425,7 +412,7 @@ async fn s2s_read_sessions() {
     }
 
     // Following: a heartbeat at the tail, then live batches with their tail.
-    let mut response = read_session(port, &basin, "r", "seq_num=5", &[]);
+    let mut response = open_s2s_read(port, &basin, "r", "seq_num=5", &[]);
     assert_s2s_headers(&response);
     let heartbeat = response
         .next_frame(FRAME_TIMEOUT)
@@ -453,7 +440,7 @@ async fn s2s_read_sessions() {
 
     // With `wait`, an idle follower ends cleanly after about that long.
     let started = Instant::now();
-    let mut response = read_session(port, &basin, "r", "seq_num=7&wait=2", &[]);
+    let mut response = open_s2s_read(port, &basin, "r", "seq_num=7&wait=2", &[]);
     assert_s2s_headers(&response);
     let (frames, terminal) = split_terminal(response.frames_to_end(FRAME_TIMEOUT));
     let elapsed = started.elapsed();
@@ -492,7 +479,7 @@ async fn s2s_read_session_compression() {
             let extra: Vec<(&str, &str)> = accept
                 .map(|value| vec![("Accept-Encoding", value)])
                 .unwrap_or_default();
-            let mut response = read_session(port, &basin, stream, "seq_num=0&count=2", &extra);
+            let mut response = open_s2s_read(port, &basin, stream, "seq_num=0&count=2", &extra);
             assert_s2s_headers(&response);
             let (frames, terminal) = split_terminal(response.frames_to_end(FRAME_TIMEOUT));
             assert_eq!(terminal, None);
@@ -780,7 +767,7 @@ async fn idle_followers_heartbeat_and_stay_alive() {
     let (s2s_ready_tx, s2s_ready) = tokio::sync::oneshot::channel::<()>();
     let s2s_basin = basin.clone();
     let s2s = tokio::task::spawn_blocking(move || {
-        let mut response = read_session(port, &s2s_basin, "idle", "", &[]);
+        let mut response = open_s2s_read(port, &s2s_basin, "idle", "", &[]);
         assert_s2s_headers(&response);
         let started = Instant::now();
         let mut heartbeat = || {

@@ -10,23 +10,12 @@ use serde_json::{json, Value};
 
 use super::{
     append_json, append_ok, basin_with_stream, check_tail, create_basin, create_stream, metered,
-    now_ms, position, read_raw, records_path, seq_nums, start, Next, SseEvent, StreamingResponse,
+    now_ms, open_sse, position, read_raw, records_path, seq_nums, start, Next, SseEvent,
+    StreamingResponse,
 };
 use crate::harness::{assert_error, assert_json_content_type, assert_keys, Response};
 
 const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn open_sse(
-    port: u16,
-    basin: &str,
-    stream: &str,
-    query: &str,
-    extra: &[(&str, &str)],
-) -> StreamingResponse {
-    let mut headers = vec![("S2-Basin", basin), ("Accept", "text/event-stream")];
-    headers.extend_from_slice(extra);
-    StreamingResponse::open(port, "GET", &records_path(stream, query), &headers, b"")
-}
 
 fn assert_sse_headers(response: &StreamingResponse) {
     assert_eq!(response.status, 200, "headers {:?}", response.headers);

@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 use crate::data_plane::{
     append_json, read_raw, records_path, stream_path, Next, SseEvent, StreamingResponse,
 };
+pub use crate::data_plane::{open_s2s_read, open_sse};
 use crate::harness::{eventually, http, http_json, Response, Server, DELETION_TIMEOUT};
 
 /// How long a deletion is reported as pending before background cleanup, in the servers
@@ -257,32 +258,6 @@ pub fn numbered(prefix: &str, range: std::ops::Range<u64>) -> Value {
 // ---------------------------------------------------------------------------------------
 // Streaming reads
 // ---------------------------------------------------------------------------------------
-
-/// An SSE read session with extra headers.
-pub fn open_sse(
-    port: u16,
-    basin: &str,
-    stream: &str,
-    query: &str,
-    extra: &[(&str, &str)],
-) -> StreamingResponse {
-    let mut headers = vec![("S2-Basin", basin), ("Accept", "text/event-stream")];
-    headers.extend_from_slice(extra);
-    StreamingResponse::open(port, "GET", &records_path(stream, query), &headers, b"")
-}
-
-/// A raw S2S read session with extra headers.
-pub fn open_s2s_read(
-    port: u16,
-    basin: &str,
-    stream: &str,
-    query: &str,
-    extra: &[(&str, &str)],
-) -> StreamingResponse {
-    let mut headers = vec![("S2-Basin", basin), ("Content-Type", "s2s/proto")];
-    headers.extend_from_slice(extra);
-    StreamingResponse::open(port, "GET", &records_path(stream, query), &headers, b"")
-}
 
 /// A raw S2S append session whose whole request body is sent up front.
 pub fn open_s2s_append(
