@@ -35,20 +35,22 @@ clean:
 	$(CARGO) clean
 	rm -rf $(VENV)
 
-# Load generator (bench/). `make bench` starts a release sluice on a free port and runs every
-# scenario once against it; `make bench-compare` alternates sluice and `s2 lite` over three
-# rounds and prints the medians and the ratio sluice/s2-lite. Neither runs in CI.
-.PHONY: bench bench-compare
+# Load generator (bench/). `make bench` runs the standard matrix once, each scenario on a
+# fresh release sluice on a free port; `make bench-compare` alternates sluice and `s2 lite`
+# over three rounds and prints the medians and the ratio sluice/s2-lite. Neither runs in CI.
+.PHONY: bench bench-compare bench-deps
 
 SLUICE_BENCH_CMD := ./target/release/sluice --host 127.0.0.1 --port {port}
 
-bench:
+# iperf3 measures loopback TCP, the yardstick of the large-batch append (Debian package).
+bench-deps:
+	command -v iperf3 >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y iperf3; } || { sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y iperf3; }
 	$(CARGO) build --release --bin sluice
 	$(CARGO) build --release -p sluice-bench
+
+bench: bench-deps
 	./target/release/sluice-bench compare --a "$(SLUICE_BENCH_CMD)" --rounds 1
 
-bench-compare:
-	$(CARGO) build --release --bin sluice
-	$(CARGO) build --release -p sluice-bench
+bench-compare: bench-deps
 	command -v s2 >/dev/null 2>&1 || $(CARGO) install --locked s2-cli
 	./target/release/sluice-bench compare --a "$(SLUICE_BENCH_CMD)" --b "s2 lite --port {port}" --rounds 3

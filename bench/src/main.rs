@@ -5,6 +5,8 @@
 //! Every record written carries a chained hash that readers verify; any mismatch, gap or
 //! duplicate ends the run with a non-zero exit status.
 
+mod loopback;
+mod matrix;
 mod report;
 mod scenarios;
 mod server;
@@ -15,6 +17,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 
+use crate::matrix::Job;
 use crate::report::{median_outcomes, print_comparison, print_json_line, print_outcomes, Outcome};
 use crate::scenarios::{sdk_client, Ctx, Knobs, Scenario};
 use crate::server::ServerProcess;
@@ -61,7 +64,7 @@ enum Cmd {
     Fanout,
     /// Stream creation rate and latency (and server RSS with --server-pid).
     Streams,
-    /// Every scenario in turn.
+    /// The standard matrix: every scenario, in the shapes BENCHMARKS.md's targets name.
     All,
     /// Start server commands and compare them over several rounds.
     Compare(CompareArgs),
@@ -77,13 +80,15 @@ struct CompareArgs {
     #[arg(long)]
     b: Option<String>,
 
-    /// Rounds; each round runs A then B.
+    /// Rounds; each round runs every scenario on A, then on B.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
 
-    /// Comma-separated scenarios to run [default: all].
-    #[arg(long, value_enum, value_delimiter = ',')]
-    scenarios: Vec<Scenario>,
+    /// Comma-separated matrix entries (e.g. append-64k-100) or plain scenarios (append,
+    /// latency, catchup, fanout, streams: shaped by the other options) [default: the
+    /// whole matrix].
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Vec<String>,
 }
 
 #[tokio::main]
@@ -104,29 +109,31 @@ async fn main() -> ExitCode {
 
 /// Returns whether every scenario finished without errors.
 async fn run(cli: Cli) -> Result<bool> {
+    let plain = |scenario| vec![Job::plain(scenario, &cli.knobs)];
     let chosen = match &cli.command {
-        Cmd::Append => vec![Scenario::Append],
-        Cmd::Latency => vec![Scenario::Latency],
-        Cmd::Catchup => vec![Scenario::Catchup],
-        Cmd::Fanout => vec![Scenario::Fanout],
-        Cmd::Streams => vec![Scenario::Streams],
-        Cmd::All => Scenario::ALL.to_vec(),
+        Cmd::Append => plain(Scenario::Append),
+        Cmd::Latency => plain(Scenario::Latency),
+        Cmd::Catchup => plain(Scenario::Catchup),
+        Cmd::Fanout => plain(Scenario::Fanout),
+        Cmd::Streams => plain(Scenario::Streams),
+        Cmd::All => matrix::jobs(&[], &cli.knobs, cli.quick)?,
         Cmd::Compare(args) => return compare(&cli, args).await,
     };
     let Some(endpoint) = cli.endpoint.as_deref() else {
         bail!("no endpoint: pass --endpoint URL or set S2_ENDPOINT");
     };
-    let ctx = Ctx {
-        client: sdk_client(endpoint)?,
-        knobs: cli.knobs.clone(),
-        quick: cli.quick,
-        server_pid: cli.server_pid,
-    };
+    let client = sdk_client(endpoint)?;
 
     let mut outcomes: Vec<Outcome> = Vec::new();
     let mut failure = None;
-    for scenario in chosen {
-        match scenarios::run(&ctx, scenario).await {
+    for job in chosen {
+        let ctx = Ctx {
+            client: client.clone(),
+            knobs: job.knobs,
+            quick: cli.quick,
+            server_pid: cli.server_pid,
+        };
+        match scenarios::run(&ctx, &job.label, job.scenario).await {
             Ok(outcome) => {
                 if cli.json {
                     print_json_line(&outcome);
@@ -156,46 +163,43 @@ async fn compare(cli: &Cli, args: &CompareArgs) -> Result<bool> {
     if let Some(b) = &args.b {
         server::check_template(b)?;
     }
-    let chosen = if args.scenarios.is_empty() {
-        Scenario::ALL.to_vec()
-    } else {
-        args.scenarios.clone()
-    };
+    let chosen = matrix::jobs(&args.scenarios, &cli.knobs, cli.quick)?;
     let mut sides: Vec<(&'static str, &str)> = vec![("A", args.a.as_str())];
     if let Some(b) = &args.b {
         sides.push(("B", b.as_str()));
     }
 
+    // Every scenario gets a fresh server: what one leaves behind (memtable flushes,
+    // compaction, a dropped basin's deletion) must not be billed to the next.
     let mut outcomes: Vec<(&'static str, Outcome)> = Vec::new();
     for round in 1..=args.rounds {
-        for &(side, template) in &sides {
-            eprintln!("round {round}/{}: server {side}", args.rounds);
-            let server = ServerProcess::start(side, template).await?;
-            let ctx = Ctx {
-                client: sdk_client(&server.endpoint())?,
-                knobs: cli.knobs.clone(),
-                quick: cli.quick,
-                server_pid: server.pid(),
-            };
-            let mut failure = None;
-            for &scenario in &chosen {
-                match scenarios::run(&ctx, scenario).await {
+        for job in &chosen {
+            for &(side, template) in &sides {
+                eprintln!(
+                    "round {round}/{}: {} on server {side}",
+                    args.rounds, job.label
+                );
+                let server = ServerProcess::start(side, template).await?;
+                let ctx = Ctx {
+                    client: sdk_client(&server.endpoint())?,
+                    knobs: job.knobs.clone(),
+                    quick: cli.quick,
+                    server_pid: server.pid(),
+                };
+                let result = scenarios::run(&ctx, &job.label, job.scenario).await;
+                drop(ctx);
+                server.stop().await;
+                match result {
                     Ok(outcome) => {
                         eprintln!("  {side} {}", outcome.brief());
                         outcomes.push((side, outcome));
                     }
                     Err(err) => {
-                        failure = Some(
-                            err.context(format!("server {side} (`{template}`), round {round}")),
+                        return Err(
+                            err.context(format!("server {side} (`{template}`), round {round}"))
                         );
-                        break;
                     }
                 }
-            }
-            drop(ctx);
-            server.stop().await;
-            if let Some(err) = failure {
-                return Err(err);
             }
         }
     }

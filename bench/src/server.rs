@@ -17,7 +17,7 @@ use crate::scenarios::{random_hex, sdk_client};
 /// How long a server may take to answer after being spawned.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a server may take to exit after SIGTERM before it gets SIGKILL.
-const STOP_GRACE: Duration = Duration::from_secs(5);
+const STOP_GRACE: Duration = Duration::from_secs(30);
 
 /// A server spawned from a command template. Dropping it kills the process.
 pub struct ServerProcess {
@@ -164,7 +164,7 @@ impl Drop for ServerProcess {
 }
 
 /// A port that was free a moment ago.
-fn free_port() -> Result<u16> {
+pub fn free_port() -> Result<u16> {
     let listener = TcpListener::bind(("127.0.0.1", 0)).context("cannot bind 127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
 }

@@ -20,6 +20,10 @@ pub use glommio::ExecutorJoinHandle;
 /// complete by a wakeup from the storage sidecar's threads.
 const PREEMPT_TIMER: Duration = Duration::from_millis(2);
 
+/// Memory glommio preallocates and registers for DMA file I/O (10 MiB per shard by
+/// default). Shards do only socket I/O, so they take the minimum glommio allows.
+const DMA_IO_MEMORY: usize = 64 << 10;
+
 /// Start `shard_count` shards. `front` runs on each shard once its engine part is up; when
 /// it returns, that shard's executor stops.
 pub fn spawn_shards<F, Fut>(
@@ -55,6 +59,7 @@ where
         let handle = LocalExecutorBuilder::new(core)
             .name(&format!("sluice-shard-{id}"))
             .preempt_timer(PREEMPT_TIMER)
+            .io_memory(DMA_IO_MEMORY)
             .spawn(move || async move {
                 let shard = Shard::start(id, placement, mesh, inbox, storage, options);
                 front(shard).await;

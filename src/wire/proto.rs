@@ -111,8 +111,9 @@ pub enum ProtoError {
     Invalid(String),
 }
 
-/// Decode an `AppendInput` message from a request body or an S2S frame payload.
-pub fn decode_append_input(body: &[u8]) -> Result<AppendInput, ProtoError> {
+/// Decode an `AppendInput` message from a request body or an S2S frame payload. Taking
+/// `Bytes` lets prost slice record bodies out of the payload instead of copying them.
+pub fn decode_append_input(body: Bytes) -> Result<AppendInput, ProtoError> {
     AppendInput::decode(body).map_err(|e| ProtoError::BadProto(e.to_string()))
 }
 
@@ -309,7 +310,7 @@ mod tests {
         let encoded = round_trip(&full);
         // Both presence-tracked fields appear even at their zero values.
         assert!(encoded.ends_with(&[0x10, 0x00, 0x1a, 0x00]));
-        let decoded = decode_append_input(&encoded).unwrap();
+        let decoded = decode_append_input(encoded.into()).unwrap();
         assert_eq!(decoded.match_seq_num, Some(0));
         assert_eq!(decoded.fencing_token.as_deref(), Some(""));
     }
@@ -342,7 +343,7 @@ mod tests {
     #[test]
     fn undecodable_body_is_bad_proto() {
         // Field 1, length-delimited, claims 5 bytes but only 1 follows.
-        let err = decode_append_input(&[0x0a, 0x05, 0x01]).unwrap_err();
+        let err = decode_append_input(Bytes::from_static(&[0x0a, 0x05, 0x01])).unwrap_err();
         assert!(matches!(err, ProtoError::BadProto(ref m) if m.contains("failed to decode")));
     }
 
@@ -365,7 +366,7 @@ mod tests {
             fencing_token: Some("a".repeat(36)),
         };
         let bytes = input.encode_to_vec();
-        let batch = append_input_to_batch(decode_append_input(&bytes).unwrap()).unwrap();
+        let batch = append_input_to_batch(decode_append_input(bytes.into()).unwrap()).unwrap();
         assert_eq!(batch.len(), 2);
         assert_eq!(batch.match_seq_num, Some(12));
         assert_eq!(

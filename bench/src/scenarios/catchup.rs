@@ -9,7 +9,8 @@ use anyhow::{anyhow, bail, Result};
 use s2_sdk::S2Basin;
 
 use super::{
-    check_batch_shape, counted_bar, create_stream, read_back, run_writer, Ctx, WriterSpec, MIB,
+    check_batch_shape, counted_bar, create_stream, read_back, run_writer,
+    unacked_batches_per_session, Ctx, WriterSpec, MIB,
 };
 use crate::report::Outcome;
 
@@ -38,6 +39,8 @@ pub async fn run(ctx: &Ctx, basin: &S2Basin) -> Result<Outcome> {
         batches_per_sec: None,
         deadline: None,
         max_records: Some(total),
+        max_unacked_bytes: None,
+        max_unacked_batches: unacked_batches_per_session(1),
     };
     let mut writer = tokio::spawn(run_writer(
         stream.clone(),

@@ -9,6 +9,7 @@ pub mod streams;
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,6 +74,9 @@ pub struct Knobs {
     /// streams: creates in flight.
     #[arg(long, global = true, default_value_t = 64)]
     pub create_concurrency: usize,
+    /// append: first measure loopback TCP with iperf3 and report the append rate's share.
+    #[arg(long, global = true)]
+    pub iperf3: bool,
 }
 
 /// What a scenario runs against.
@@ -95,7 +99,7 @@ impl Ctx {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
     Append,
     Latency,
@@ -124,8 +128,9 @@ impl Scenario {
     }
 }
 
-/// Runs one scenario in a basin of its own, deleting the basin afterwards.
-pub async fn run(ctx: &Ctx, scenario: Scenario) -> Result<Outcome> {
+/// Runs one scenario in a basin of its own, deleting the basin afterwards. The outcome is
+/// labelled `label`.
+pub async fn run(ctx: &Ctx, label: &str, scenario: Scenario) -> Result<Outcome> {
     let basin = BenchBasin::create(&ctx.client, scenario.name()).await?;
     let result = match scenario {
         Scenario::Append => append::run(ctx, &basin.basin).await,
@@ -135,7 +140,9 @@ pub async fn run(ctx: &Ctx, scenario: Scenario) -> Result<Outcome> {
         Scenario::Streams => streams::run(ctx, &basin.basin).await,
     };
     basin.delete(&ctx.client).await;
-    result.map_err(|err| err.context(format!("scenario {}", scenario.name())))
+    let mut outcome = result.map_err(|err| err.context(format!("scenario {label}")))?;
+    outcome.scenario = label.to_owned();
+    Ok(outcome)
 }
 
 /// An SDK client whose account and basin endpoints are both `endpoint`.
@@ -267,6 +274,22 @@ pub struct WriterSpec {
     pub deadline: Option<Instant>,
     /// Stop after this many records.
     pub max_records: Option<u64>,
+    /// Cap on unacknowledged bytes in the session; `None` keeps the SDK's default (5 MiB).
+    pub max_unacked_bytes: Option<u32>,
+    /// Cap on appends awaiting acks in the session.
+    pub max_unacked_batches: NonZeroU32,
+}
+
+/// Appends awaiting acks across all sessions of one client (one HTTP/2 connection). Tiny
+/// batches beyond this overrun the small-DATA-frame budget of hyper's HTTP/2 server (h2
+/// 0.4.20: half the connection window), which then closes the connection with
+/// ENHANCE_YOUR_CALM; every server tried does that.
+pub const UNACKED_BATCHES_BUDGET: u32 = 2000;
+
+/// One session's share of [`UNACKED_BATCHES_BUDGET`] when `writers` sessions share it.
+pub fn unacked_batches_per_session(writers: usize) -> NonZeroU32 {
+    let share = UNACKED_BATCHES_BUDGET / u32::try_from(writers).unwrap_or(u32::MAX).max(1);
+    NonZeroU32::new(share.max(2)).expect("at least 2")
 }
 
 pub struct WriterResult {
@@ -304,7 +327,13 @@ pub async fn run_writer(
     acked_bytes: Arc<AtomicU64>,
 ) -> Result<WriterResult> {
     let mut chain = ChainWriter::new(spec.writer, spec.record_size)?;
-    let session = stream.append_session(AppendSessionConfig::new());
+    let mut config = AppendSessionConfig::new().with_max_unacked_batches(spec.max_unacked_batches);
+    if let Some(bytes) = spec.max_unacked_bytes {
+        config = config
+            .with_max_unacked_bytes(bytes)
+            .map_err(|err| anyhow!("append session on stream {name}: {err}"))?;
+    }
+    let session = stream.append_session(config);
 
     // Acks arrive in submission order, so one task awaiting tickets in order sees each as
     // soon as it lands.

@@ -116,11 +116,12 @@ impl Sidecar {
             flush_interval: Some(DEFAULT_FLUSH_INTERVAL),
             ..Settings::default()
         };
-        let settings = Settings::from_env_with_default(SLATEDB_ENV_PREFIX, defaults)?;
+        let mut settings = Settings::from_env_with_default(SLATEDB_ENV_PREFIX, defaults)?;
         let db = runtime.block_on(async {
             let mut builder = Db::builder(path.to_owned(), store.clone())
                 .with_gc_runtime(background.handle().clone());
-            if let Some(options) = settings.compactor_options.clone() {
+            // The compactor's options move to its builder, which would override them anyway.
+            if let Some(options) = settings.compactor_options.take() {
                 builder = builder.with_compactor_builder(
                     CompactorBuilder::new(path.to_owned(), store)
                         .with_options(options)

@@ -2,9 +2,10 @@
 //! point, the append pipeline and the followers tailing it.
 //!
 //! The append pipeline: an append is checked and sequenced synchronously against the
-//! *assigned* state (which includes appends still in flight), its write batch is queued,
-//! and one applier per stream applies batches to SlateDB strictly in order while their
-//! durability is awaited concurrently. Acknowledgements are released from the front of the
+//! *assigned* state (which includes appends still in flight), and its writes join the
+//! stream's unapplied batch. One applier per stream hands that batch to SlateDB whole,
+//! so appends that queue up behind a write in progress share the next one; batches are
+//! applied strictly in order while their durability is awaited concurrently. Acknowledgements are released from the front of the
 //! in-flight queue only, so they go out in order and only once durable; the *durable*
 //! state advances with them. A failed write fails every later in-flight append and the
 //! assigned state falls back to the durable one: no gap, no duplicate, nothing
@@ -17,6 +18,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
+use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
 use glommio::sync::StaticPermit;
 use slatedb::config::{PutOptions, Ttl};
@@ -91,7 +93,9 @@ pub(crate) struct Streamer {
     durable: StreamState,
     inflight: VecDeque<Inflight>,
     next_ticket: u64,
-    apply_queue: VecDeque<(u64, WriteBatch)>,
+    /// Writes of sequenced appends not yet handed to storage, and those appends' tickets.
+    unapplied: WriteBatch,
+    unapplied_tickets: Vec<u64>,
     applying: bool,
     followers: Vec<mpsc::Sender<ReadBatch>>,
     storage: Storage,
@@ -116,7 +120,8 @@ impl Streamer {
             durable: state,
             inflight: VecDeque::new(),
             next_ticket: 0,
-            apply_queue: VecDeque::new(),
+            unapplied: WriteBatch::new(),
+            unapplied_tickets: Vec::new(),
             applying: false,
             followers: Vec::new(),
             storage,
@@ -263,7 +268,8 @@ impl Streamer {
 
         let mut after = s.assigned.clone();
         let mut running_max = after.tail.timestamp;
-        let mut write = WriteBatch::new();
+        // Joins the unapplied batch below; a later append's state key replaces this one's.
+        let mut write = std::mem::take(&mut s.unapplied);
         let mut records = Vec::with_capacity(batch.len());
         for (i, record) in batch.into_records().into_iter().enumerate() {
             let seq_num = first + i as u64;
@@ -293,7 +299,7 @@ impl Streamer {
             } else {
                 &sealing
             };
-            write.put_with_options(
+            write.put_bytes_with_options(
                 keys::record(id, seq_num),
                 codec::encode_record(
                     record_sealing,
@@ -327,8 +333,12 @@ impl Streamer {
                 write.put(keys::doe_deadline(at, &s.names.0, &s.names.1), b"");
             }
         }
-        write.put_with_options(keys::timestamp_index(id, running_max, first), b"", &put);
-        write.put(keys::stream_state(id), codec::encode_state(&after));
+        write.put_bytes_with_options(
+            keys::timestamp_index(id, running_max, first),
+            Bytes::new(),
+            &put,
+        );
+        write.put_bytes(keys::stream_state(id), codec::encode_state(&after));
         let start = Position {
             seq_num: first,
             timestamp: records[0].timestamp,
@@ -346,7 +356,8 @@ impl Streamer {
                 _permit: permit,
             },
         });
-        s.apply_queue.push_back((ticket, write));
+        s.unapplied = write;
+        s.unapplied_tickets.push(ticket);
         let start_applier = !s.applying;
         s.applying = true;
         // glommio may poll a new task at once: the borrow must end before it starts.
@@ -360,10 +371,10 @@ impl Streamer {
         })
     }
 
-    fn complete(&mut self, ticket: u64, result: Result<()>) {
-        if let Some(entry) = self.inflight.iter_mut().find(|e| e.ticket == ticket) {
-            if entry.outcome.is_none() {
-                entry.outcome = Some(result);
+    fn complete(&mut self, tickets: &[u64], result: Result<()>) {
+        for entry in self.inflight.iter_mut() {
+            if entry.outcome.is_none() && tickets.contains(&entry.ticket) {
+                entry.outcome = Some(result.clone());
             }
         }
         self.release();
@@ -432,35 +443,38 @@ impl Streamer {
             };
             let _ = reply.send(Err(error.clone()));
         }
-        self.apply_queue.clear();
+        self.unapplied = WriteBatch::new();
+        self.unapplied_tickets.clear();
         self.assigned = self.durable.clone();
     }
 }
 
-/// Apply queued write batches one at a time, in order; await each one's durability
-/// separately so that writes pipeline.
+/// Hand the unapplied batch to storage, one batch at a time and in order; await each one's
+/// durability separately so that writes pipeline.
 async fn run_applier(this: Rc<RefCell<Streamer>>) {
     loop {
-        let (ticket, write, storage) = {
+        let (tickets, write, storage) = {
             let mut s = this.borrow_mut();
-            match s.apply_queue.pop_front() {
-                Some((ticket, write)) => (ticket, write, s.storage.clone()),
-                None => {
-                    s.applying = false;
-                    return;
-                }
+            if s.unapplied_tickets.is_empty() {
+                s.applying = false;
+                return;
             }
+            (
+                std::mem::take(&mut s.unapplied_tickets),
+                std::mem::take(&mut s.unapplied),
+                s.storage.clone(),
+            )
         };
         match storage.apply(write).await {
             Ok(applied) => {
                 let this = this.clone();
                 glommio::spawn_local(async move {
                     let result = storage.durable(applied).await.map_err(EngineError::from);
-                    this.borrow_mut().complete(ticket, result);
+                    this.borrow_mut().complete(&tickets, result);
                 })
                 .detach();
             }
-            Err(e) => this.borrow_mut().complete(ticket, Err(e.into())),
+            Err(e) => this.borrow_mut().complete(&tickets, Err(e.into())),
         }
     }
 }
@@ -562,28 +576,53 @@ impl Shard {
         key: Option<KeyMaterial>,
         auto_create: AutoCreate,
     ) -> Result<PendingAck> {
+        self.append_in_order(basin, stream, vec![batch], key, auto_create)
+            .await
+            .pop()
+            .unwrap_or(Err(EngineError::Unavailable("the append was dropped")))
+    }
+
+    /// Append `batches` in order, as consecutive appends of one session, with one trip to
+    /// the stream's owner for all of them. Stops at the first that fails or is rejected:
+    /// the results cover the batches up to and including that one.
+    pub async fn append_in_order(
+        self: &Rc<Self>,
+        basin: BasinName,
+        stream: StreamName,
+        batches: Vec<AppendBatch>,
+        key: Option<KeyMaterial>,
+        auto_create: AutoCreate,
+    ) -> Vec<Result<PendingAck>> {
         let owner = self.placement.stream_owner(&basin, &stream);
         self.on_owner(owner, move |shard| async move {
             let streamer = shard
                 .streamer_or_create(&basin, &stream, auto_create)
                 .await?;
-            // Admission: wait for room in this shard's share of the in-flight byte budget.
-            let units = (batch.metered_bytes() as u64).min(shard.admission_units);
-            let permit = shard
-                .admission
-                .acquire_static_permit(units)
-                .await
-                .map_err(|_| EngineError::Unavailable("shard stopping"))?;
-            Streamer::submit(
-                &streamer,
-                batch,
-                key.as_ref(),
-                Some(permit),
-                &basin,
-                &stream,
-            )
+            let mut results = Vec::with_capacity(batches.len());
+            for batch in batches {
+                // Admission: wait for room in this shard's share of the in-flight byte budget.
+                let units = (batch.metered_bytes() as u64).min(shard.admission_units);
+                let submitted = match shard.admission.acquire_static_permit(units).await {
+                    Ok(permit) => Streamer::submit(
+                        &streamer,
+                        batch,
+                        key.as_ref(),
+                        Some(permit),
+                        &basin,
+                        &stream,
+                    ),
+                    Err(_) => Err(EngineError::Unavailable("shard stopping")),
+                };
+                let last = submitted.as_ref().map_or(true, PendingAck::is_rejected);
+                results.push(submitted);
+                if last {
+                    break;
+                }
+            }
+            Ok(results)
         })
         .await
+        .unwrap_or_else(|e| vec![Err(e)])
     }
 
     /// Check that an append session may start: the stream exists (or is created as an

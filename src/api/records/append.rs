@@ -58,7 +58,7 @@ pub async fn append(
     let auto = AutoCreate::OnAppend(stream_config_header(&parts.headers)?);
     let batch = if headers::content_is_protobuf(&parts.headers) {
         let bytes = body::read(&parts.headers, incoming, APPEND_BODY_MAX_BYTES).await?;
-        proto::append_input_to_batch(proto::decode_append_input(&bytes)?)?
+        proto::append_input_to_batch(proto::decode_append_input(bytes)?)?
     } else {
         let format = format(&parts.headers)?;
         if headers::content_is_json(&parts.headers) != Some(true) {
@@ -149,48 +149,58 @@ async fn read_inputs(
             },
         };
         decoder.push(&chunk);
+        // Every input this chunk completes goes to the owner in one trip.
+        let mut batches = Vec::new();
+        let mut bad_input = None;
         loop {
-            let input = match decoder.next_frame() {
+            match decoder.next_frame() {
                 Ok(None) => break,
-                Ok(Some(Frame::Message(payload))) => payload,
+                Ok(Some(Frame::Message(payload))) => match decode_input(payload) {
+                    Ok(batch) => batches.push(batch),
+                    Err(e) => {
+                        bad_input = Some(e);
+                        break;
+                    }
+                },
                 Ok(Some(Frame::Terminal { .. })) => {
-                    let _ = slots
-                        .send(Slot::Failed(ApiError::BadFrame(
-                            "unexpected terminal frame from the client".to_owned(),
-                        )))
-                        .await;
-                    return;
+                    bad_input = Some(ApiError::BadFrame(
+                        "unexpected terminal frame from the client".to_owned(),
+                    ));
+                    break;
                 }
                 Err(e) => {
-                    let _ = slots
-                        .send(Slot::Failed(ApiError::BadFrame(e.to_string())))
-                        .await;
-                    return;
+                    bad_input = Some(ApiError::BadFrame(e.to_string()));
+                    break;
                 }
-            };
-            let slot = match decode_input(&input) {
-                Ok(batch) => match shard
-                    .append(
-                        basin.clone(),
-                        stream.clone(),
-                        batch,
-                        key.clone(),
-                        AutoCreate::No,
-                    )
-                    .await
-                {
+            }
+        }
+        if !batches.is_empty() {
+            let results = shard
+                .append_in_order(
+                    basin.clone(),
+                    stream.clone(),
+                    batches,
+                    key.clone(),
+                    AutoCreate::No,
+                )
+                .await;
+            for result in results {
+                let slot = match result {
                     Ok(pending) => Slot::Pending(pending),
                     Err(e) => Slot::Failed(e.into()),
-                },
-                Err(e) => Slot::Failed(e),
-            };
-            let failed = match &slot {
-                Slot::Failed(_) => true,
-                Slot::Pending(pending) => pending.is_rejected(),
-            };
-            if slots.send(slot).await.is_err() || failed {
-                return;
+                };
+                let failed = match &slot {
+                    Slot::Failed(_) => true,
+                    Slot::Pending(pending) => pending.is_rejected(),
+                };
+                if slots.send(slot).await.is_err() || failed {
+                    return;
+                }
             }
+        }
+        if let Some(e) = bad_input {
+            let _ = slots.send(Slot::Failed(e)).await;
+            return;
         }
     }
     if let Err(e) = decoder.finish() {
@@ -200,7 +210,7 @@ async fn read_inputs(
     }
 }
 
-fn decode_input(payload: &[u8]) -> ApiResult<AppendBatch> {
+fn decode_input(payload: Bytes) -> ApiResult<AppendBatch> {
     let input = proto::decode_append_input(payload)
         .map_err(|e| ApiError::BadFrame(format!("invalid AppendInput: {e}")))?;
     Ok(proto::append_input_to_batch(input)?)
