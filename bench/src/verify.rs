@@ -4,8 +4,8 @@
 //!
 //! * `w`: the writer id (4 hex digits), so several writers can share a stream;
 //! * `i`: the writer's record index, starting at 0 (16 hex digits);
-//! * `h`: `hash_i = fnv1a64(hash_{i-1} as 8 big-endian bytes || body_i)`, with
-//!   `hash_{-1} = 0` (16 hex digits);
+//! * `h`: `hash_i = xxh3_64(body_i, seed = hash_{i-1})`, with `hash_{-1} = 0`
+//!   (16 hex digits);
 //! * `t`: the send time in microseconds since the process started (16 hex digits).
 //!
 //! Fixed widths keep the metered size of every record exactly the requested size.
@@ -21,17 +21,9 @@ use s2_sdk::types::{AppendRecord, Header, SequencedRecord};
 /// Metered size of a record with an empty body: 8 + 2 per header + names + values.
 pub const RECORD_OVERHEAD: usize = 8 + 2 * 4 + (1 + 4) + 3 * (1 + 16);
 
-const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-
-/// 64-bit FNV-1a over the previous hash (big-endian) followed by the body.
+/// The next link of a writer's chain: XXH3 of the body, seeded with the previous link.
 pub fn chain_hash(prev: u64, body: &[u8]) -> u64 {
-    let mut hash = FNV_OFFSET_BASIS;
-    for &byte in prev.to_be_bytes().iter().chain(body.iter()) {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(FNV_PRIME);
-    }
-    hash
+    xxhash_rust::xxh3::xxh3_64_with_seed(body, prev)
 }
 
 /// Microseconds since the first call in this process; writers and readers share the clock.

@@ -20,8 +20,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use s2_sdk::append_session::{AppendSessionConfig, BatchSubmitTicket};
 use s2_sdk::types::{
     AppendInput, AppendRecordBatch, AppendRetryPolicy, BasinName, CreateBasinInput,
-    CreateStreamInput, DeleteBasinInput, MeteredBytes, ReadFrom, ReadInput, ReadLimits,
-    ReadSessionConfig, ReadStart, ReadStop, RetryConfig, S2Config, S2Endpoints, StreamName,
+    CreateStreamInput, DeleteBasinInput, Http2Config, MeteredBytes, ReadFrom, ReadInput,
+    ReadLimits, ReadSessionConfig, ReadStart, ReadStop, RetryConfig, S2Config, S2Endpoints,
+    StreamName,
 };
 use s2_sdk::{S2Basin, S2Stream, S2};
 use tokio::sync::{mpsc, watch};
@@ -31,6 +32,10 @@ use crate::report::{Latency, Outcome};
 use crate::verify::{now_us, ChainVerifier, ChainWriter};
 
 pub const MIB: u64 = 1024 * 1024;
+
+/// HTTP/2 receive windows of the bench's client.
+const STREAM_RECEIVE_WINDOW: u32 = 16 << 20;
+const CONNECTION_RECEIVE_WINDOW: u32 = 64 << 20;
 
 /// How long a reader may go without a record before it gives up.
 const READ_IDLE: Duration = Duration::from_secs(30);
@@ -150,8 +155,16 @@ pub fn sdk_client(endpoint: &str) -> Result<S2> {
     let endpoint = endpoint.trim_end_matches('/');
     let endpoints = S2Endpoints::for_endpoint(endpoint)
         .map_err(|err| anyhow!("invalid endpoint {endpoint}: {err}"))?;
+    // hyper's default receive windows (2 MiB per stream, 5 MiB per connection) capped
+    // catch-up reads at what one window per round trip carries; larger ones take the
+    // client out of the measurement.
+    let http2 = Http2Config::new()
+        .with_stream_receive_window(STREAM_RECEIVE_WINDOW)
+        .and_then(|config| config.with_connection_receive_window(CONNECTION_RECEIVE_WINDOW))
+        .map_err(|err| anyhow!("HTTP/2 settings: {err}"))?;
     let config = S2Config::new("bench")
         .with_endpoints(endpoints)
+        .with_http2(http2)
         .with_connection_timeout(Duration::from_secs(10))
         .with_request_timeout(Duration::from_secs(30))
         // A retried append that had reached the server would show up as a duplicate and

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use slatedb::config::{FlushOptions, FlushType, Settings};
+use slatedb::config::{FlushOptions, FlushType, ScanOptions, Settings};
 use slatedb::object_store::{self, ObjectStore};
 use slatedb::{CompactorBuilder, Db, WriteBatch};
 use tokio::runtime::Handle;
@@ -42,6 +42,9 @@ pub const SLATEDB_ENV_PREFIX: &str = "SL8_";
 /// once and carries whatever arrived meanwhile in its next flush. The interval is only a
 /// backstop.
 const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Blocks a bounded scan fetches concurrently.
+const SCAN_FETCH_TASKS: usize = 4;
 
 /// The data directory inside the object store (the bucket's `--path`, if any, goes before it).
 pub const DB_PATH: &str = "sluice";
@@ -255,8 +258,13 @@ impl Storage {
             return Ok(Vec::new());
         }
         let db = self.db.clone();
+        // SlateDB fetches one block at a time by default; a page this size spans many
+        // blocks (a 64 KiB record is a block of its own), so fetch ahead, several at once.
+        let options = ScanOptions::new()
+            .with_read_ahead_bytes(max_value_bytes)
+            .with_max_fetch_tasks(SCAN_FETCH_TASKS);
         self.on_sidecar(async move {
-            let mut iter = db.scan(range).await?;
+            let mut iter = db.scan_with_options(range, &options).await?;
             let mut out = Vec::new();
             let mut bytes = 0usize;
             while out.len() < max_rows && bytes < max_value_bytes {
