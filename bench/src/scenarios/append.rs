@@ -2,6 +2,7 @@
 //! duration, unbounded or paced to a total target rate. Reports acked throughput and
 //! submit-to-ack latency, then reads every stream back and verifies it.
 
+use std::num::NonZeroU32;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,8 +31,17 @@ pub async fn run(ctx: &Ctx, basin: &S2Basin) -> Result<Outcome> {
     let writers = knobs.streams * knobs.sessions;
     let batch_bytes = (knobs.batch * knobs.record_size) as f64;
     // The SDK lets each session hold 5 MiB unacknowledged; across 1,000 sessions that is a
-    // backlog no server acks within the SDK's 30 s ack timeout. Share one budget instead.
-    let unacked_per_session = (UNACKED_BUDGET / writers as u64).clamp(MIB, 5 * MIB) as u32;
+    // backlog no server acks within the SDK's 30 s ack timeout. Share one budget instead,
+    // in whole batches (at least one per session).
+    let share = UNACKED_BUDGET / writers as u64;
+    let batch_len = (knobs.batch * knobs.record_size) as u64;
+    let unacked_bytes = share.clamp(MIB, 5 * MIB) as u32;
+    let unacked_batches = u32::try_from(share / batch_len.max(1))
+        .ok()
+        .and_then(NonZeroU32::new)
+        .map_or(NonZeroU32::MIN, |fits| {
+            fits.min(unacked_batches_per_session(writers))
+        });
     let batches_per_sec = match knobs.target_mibps {
         Some(mibps) if mibps > 0.0 => Some(mibps * MIB as f64 / writers as f64 / batch_bytes),
         Some(_) => bail!("--target-mibps must be positive"),
@@ -68,8 +78,8 @@ pub async fn run(ctx: &Ctx, basin: &S2Basin) -> Result<Outcome> {
                 batches_per_sec,
                 deadline: Some(deadline),
                 max_records: None,
-                max_unacked_bytes: Some(unacked_per_session),
-                max_unacked_batches: unacked_batches_per_session(writers),
+                max_unacked_bytes: Some(unacked_bytes),
+                max_unacked_batches: unacked_batches,
             };
             let task = tokio::spawn(run_writer(
                 stream.clone(),
