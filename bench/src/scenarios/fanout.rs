@@ -10,8 +10,7 @@ use s2_sdk::S2Basin;
 use tokio::sync::{mpsc, watch};
 
 use super::{
-    check_batch_shape, create_stream, run_writer, tail_reader, timed_bar,
-    unacked_batches_per_session, Ctx, WriterSpec,
+    check_batch_shape, create_stream, run_writer, tail_reader, timed_bar, Ctx, WriterSpec,
 };
 use crate::report::{Latency, Outcome};
 
@@ -57,16 +56,7 @@ pub async fn run(ctx: &Ctx, basin: &S2Basin) -> Result<Outcome> {
     let duration = ctx.duration();
     let (bar, ticker) = timed_bar("fanout", duration, delivered, "deliveries", 1);
     let started = Instant::now();
-    let spec = WriterSpec {
-        writer: 0,
-        record_size,
-        batch_records: 1,
-        batches_per_sec: Some(rate),
-        deadline: Some(started + duration),
-        max_records: None,
-        max_unacked_bytes: None,
-        max_unacked_batches: unacked_batches_per_session(1),
-    };
+    let spec = WriterSpec::paced_records(record_size, rate, started + duration);
     let written = run_writer(stream, name.to_owned(), spec, Arc::new(AtomicU64::new(0))).await;
     let written = match written {
         Ok(written) => written,

@@ -293,6 +293,23 @@ pub struct WriterSpec {
     pub max_unacked_batches: NonZeroU32,
 }
 
+impl WriterSpec {
+    /// The lone writer of the latency and fan-out scenarios: one record per batch at
+    /// `records_per_sec` until `deadline`.
+    pub fn paced_records(record_size: usize, records_per_sec: f64, deadline: Instant) -> Self {
+        Self {
+            writer: 0,
+            record_size,
+            batch_records: 1,
+            batches_per_sec: Some(records_per_sec),
+            deadline: Some(deadline),
+            max_records: None,
+            max_unacked_bytes: None,
+            max_unacked_batches: unacked_batches_per_session(1),
+        }
+    }
+}
+
 /// Appends awaiting acks across all sessions of one client (one HTTP/2 connection). Tiny
 /// batches beyond this overrun the small-DATA-frame budget of hyper's HTTP/2 server (h2
 /// 0.4.20: half the connection window), which then closes the connection with

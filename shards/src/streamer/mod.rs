@@ -5,9 +5,9 @@
 //! *assigned* state (which includes appends still in flight), and its writes join the
 //! stream's unapplied batch. One applier per stream hands that batch to SlateDB whole,
 //! so appends that queue up behind a write in progress share the next one; batches are
-//! applied strictly in order while their durability is awaited concurrently. Acknowledgements are released from the front of the
-//! in-flight queue only, so they go out in order and only once durable; the *durable*
-//! state advances with them. A failed write fails every later in-flight append and the
+//! applied strictly in order while their durability is awaited concurrently.
+//! Acknowledgements are released from the front of the in-flight queue only, so they go
+//! out in order and only once durable; the *durable* state advances with them. A failed write fails every later in-flight append and the
 //! assigned state falls back to the durable one: no gap, no duplicate, nothing
 //! acknowledged or shown to a reader that is not durable.
 
@@ -371,9 +371,10 @@ impl Streamer {
         })
     }
 
+    /// Record the outcome of one applied write; `tickets` are its appends', ascending.
     fn complete(&mut self, tickets: &[u64], result: Result<()>) {
         for entry in self.inflight.iter_mut() {
-            if entry.outcome.is_none() && tickets.contains(&entry.ticket) {
+            if entry.outcome.is_none() && tickets.binary_search(&entry.ticket).is_ok() {
                 entry.outcome = Some(result.clone());
             }
         }

@@ -5,6 +5,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt};
+use glommio::sync::{Semaphore, StaticPermit};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -90,7 +91,9 @@ pub async fn append(
 
 /// One slot of a session's ordered ack queue.
 enum Slot {
-    Pending(PendingAck),
+    /// An append awaiting its ack; its place among the session's unacknowledged inputs is
+    /// given back once the ack arrives.
+    Pending(PendingAck, StaticPermit),
     Failed(ApiError),
 }
 
@@ -130,6 +133,10 @@ async fn session(
     Ok(resp)
 }
 
+/// Inputs decoded but not yet sent to the owner, each holding its place among the
+/// session's unacknowledged inputs.
+type Trip = Vec<(AppendBatch, StaticPermit)>;
+
 async fn read_inputs(
     shard: Rc<Shard>,
     basin: BasinName,
@@ -138,7 +145,9 @@ async fn read_inputs(
     mut body: Incoming,
     mut slots: mpsc::Sender<Slot>,
 ) {
+    let places = Rc::new(Semaphore::new(SESSION_INFLIGHT_MAX as u64));
     let mut decoder = FrameDecoder::new();
+    let mut trip = Trip::new();
     loop {
         let chunk = match body.frame().await {
             None => break,
@@ -149,14 +158,14 @@ async fn read_inputs(
             },
         };
         decoder.push(&chunk);
-        // Every input this chunk completes goes to the owner in one trip.
-        let mut batches = Vec::new();
+        // Every input this chunk completes goes to the owner in one trip, unless the
+        // session runs out of places first.
         let mut bad_input = None;
         loop {
-            match decoder.next_frame() {
+            let batch = match decoder.next_frame() {
                 Ok(None) => break,
                 Ok(Some(Frame::Message(payload))) => match decode_input(payload) {
-                    Ok(batch) => batches.push(batch),
+                    Ok(batch) => batch,
                     Err(e) => {
                         bad_input = Some(e);
                         break;
@@ -172,31 +181,23 @@ async fn read_inputs(
                     bad_input = Some(ApiError::BadFrame(e.to_string()));
                     break;
                 }
-            }
-        }
-        if !batches.is_empty() {
-            let results = shard
-                .append_in_order(
-                    basin.clone(),
-                    stream.clone(),
-                    batches,
-                    key.clone(),
-                    AutoCreate::No,
-                )
-                .await;
-            for result in results {
-                let slot = match result {
-                    Ok(pending) => Slot::Pending(pending),
-                    Err(e) => Slot::Failed(e.into()),
-                };
-                let failed = match &slot {
-                    Slot::Failed(_) => true,
-                    Slot::Pending(pending) => pending.is_rejected(),
-                };
-                if slots.send(slot).await.is_err() || failed {
-                    return;
+            };
+            let place = match places.try_acquire_static_permit(1) {
+                Ok(place) => place,
+                Err(_) => {
+                    if !send_trip(&shard, &basin, &stream, &key, &mut trip, &mut slots).await {
+                        return;
+                    }
+                    match places.acquire_static_permit(1).await {
+                        Ok(place) => place,
+                        Err(_) => return,
+                    }
                 }
-            }
+            };
+            trip.push((batch, place));
+        }
+        if !send_trip(&shard, &basin, &stream, &key, &mut trip, &mut slots).await {
+            return;
         }
         if let Some(e) = bad_input {
             let _ = slots.send(Slot::Failed(e)).await;
@@ -208,6 +209,45 @@ async fn read_inputs(
             .send(Slot::Failed(ApiError::BadFrame(e.to_string())))
             .await;
     }
+}
+
+/// Append the trip's inputs in order with one trip to the owner and queue their acks.
+/// Returns whether the session goes on.
+async fn send_trip(
+    shard: &Rc<Shard>,
+    basin: &BasinName,
+    stream: &StreamName,
+    key: &Option<KeyMaterial>,
+    trip: &mut Trip,
+    slots: &mut mpsc::Sender<Slot>,
+) -> bool {
+    if trip.is_empty() {
+        return true;
+    }
+    let (batches, places): (Vec<_>, Vec<_>) = std::mem::take(trip).into_iter().unzip();
+    let results = shard
+        .append_in_order(
+            basin.clone(),
+            stream.clone(),
+            batches,
+            key.clone(),
+            AutoCreate::No,
+        )
+        .await;
+    for (result, place) in results.into_iter().zip(places) {
+        let slot = match result {
+            Ok(pending) => Slot::Pending(pending, place),
+            Err(e) => Slot::Failed(e.into()),
+        };
+        let failed = match &slot {
+            Slot::Failed(_) => true,
+            Slot::Pending(pending, _) => pending.is_rejected(),
+        };
+        if slots.send(slot).await.is_err() || failed {
+            return false;
+        }
+    }
+    true
 }
 
 fn decode_input(payload: Bytes) -> ApiResult<AppendBatch> {
@@ -223,7 +263,7 @@ async fn write_acks(
 ) {
     while let Some(slot) = slots.next().await {
         let result = match slot {
-            Slot::Pending(pending) => pending.wait().await.map_err(ApiError::from),
+            Slot::Pending(pending, _place) => pending.wait().await.map_err(ApiError::from),
             Slot::Failed(e) => Err(e),
         };
         let frame = match result {
