@@ -1,4 +1,4 @@
-//! Per-shard background work on a steady tick: removing trimmed records from storage and
+//! Per-shard background work on a steady tick: dropping trimmed runs from the index and
 //! running due delete-on-empty checks. Both are driven by durable markers (`14` trim
 //! cleanups, `13` deadlines), so they resume after a restart; every step is idempotent.
 
@@ -13,8 +13,8 @@ use crate::catalogue::LIST_LIMIT_MAX;
 use crate::error::Result;
 use crate::names::{BasinName, StreamName};
 use crate::shard::Shard;
+use crate::segments::index::BatchEntry;
 use crate::storage::keys::{self, KeyKind};
-use crate::streamer::codec;
 
 /// How often each shard looks for background work.
 pub const BACKGROUND_TICK: Duration = Duration::from_secs(1);
@@ -84,48 +84,14 @@ impl Shard {
             if deleted {
                 continue;
             }
-            self.delete_range(keys::record(id, 0)..keys::record(id, trim_point))
-                .await?;
-            self.trim_timestamp_index(id, trim_point).await?;
+            // Runs that end below the trim point; the one holding it stays.
+            self.drop_runs(id, Some(trim_point)).await?;
             let mut batch = WriteBatch::new();
             batch.delete(keys::trim_cleanup(&basin, &stream));
             self.storage.write(batch).await?;
             info!(%basin, %stream, trim_point, "trimmed records removed");
         }
         Ok(())
-    }
-
-    /// Drop timestamp-index entries of batches wholly below `trim_point`. An entry's batch
-    /// ends where the next entry's begins, so an entry goes once its successor starts at
-    /// or below the trim point.
-    async fn trim_timestamp_index(&self, id: u128, trim_point: u64) -> Result<()> {
-        let range = keys::stream_id_range(KeyKind::TimestampIndex, id);
-        let mut start = range.start.clone();
-        loop {
-            let rows = self
-                .storage
-                .scan(start.clone()..range.end.clone(), LIST_LIMIT_MAX)
-                .await?;
-            let mut batch = WriteBatch::new();
-            let mut done = rows.len() < LIST_LIMIT_MAX;
-            for pair in rows.windows(2) {
-                let next_first = keys::timestamp_index_entry(&pair[1].0).map(|(_, s)| s);
-                match next_first {
-                    Some(first) if first <= trim_point => batch.delete(&pair[0].0),
-                    _ => {
-                        done = true;
-                        break;
-                    }
-                }
-            }
-            if !batch.is_empty() {
-                self.storage.write(batch).await?;
-            }
-            match rows.last() {
-                Some((last, _)) if !done => start = last.clone(),
-                _ => return Ok(()),
-            }
-        }
     }
 
     async fn run_due_doe_checks(self: &Rc<Self>) -> Result<()> {
@@ -196,20 +162,25 @@ impl Shard {
         }
     }
 
-    /// Whether any stored record in `[from, end)` has not expired by `now`.
+    /// Whether any run holding records in `[from, end)` has one that has not expired by
+    /// `now`.
     async fn has_live_records(&self, id: u128, from: u64, end: u64, now: u64) -> Result<bool> {
-        let mut start = keys::record(id, from);
-        let end_key = keys::record(id, end);
+        if from >= end {
+            return Ok(false);
+        }
+        let mut start = keys::batch_index(id, from);
+        let stream_end = keys::stream_id_range(KeyKind::BatchIndex, id).end;
         loop {
             let rows = self
                 .storage
-                .scan(start.clone()..end_key.clone(), LIST_LIMIT_MAX)
+                .scan(start.clone()..stream_end.clone(), LIST_LIMIT_MAX)
                 .await?;
-            if rows
-                .iter()
-                .any(|(_, v)| codec::record_expiry(v).is_none_or(|at| at > now))
-            {
-                return Ok(true);
+            for (_, value) in &rows {
+                match BatchEntry::decode(value) {
+                    Some(entry) if entry.first_seq_num >= end => return Ok(false),
+                    Some(entry) if !entry.expired(now) => return Ok(true),
+                    _ => {}
+                }
             }
             match rows.last() {
                 Some((last, _)) if rows.len() == LIST_LIMIT_MAX => {

@@ -64,10 +64,18 @@ pub enum ConditionFailed {
 pub enum StorageError {
     #[error("{0}")]
     Db(Arc<slatedb::Error>),
+    #[error("object store: {0}")]
+    ObjectStore(Arc<object_store::Error>),
     #[error("the storage sidecar has stopped")]
     SidecarGone,
     #[error("corrupt value under key {key:?}: {reason}")]
     Corrupt { key: Vec<u8>, reason: String },
+}
+
+impl From<object_store::Error> for StorageError {
+    fn from(e: object_store::Error) -> Self {
+        StorageError::ObjectStore(Arc::new(e))
+    }
 }
 
 impl From<slatedb::Error> for StorageError {

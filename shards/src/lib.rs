@@ -1,5 +1,6 @@
 //! The Sluice engine: shards and placement, the cross-shard mesh, the catalogue of basins
-//! and streams, background work, and the storage sidecar with its key layout. It knows
+//! and streams, background work, the segment log, and the storage sidecar with its key
+//! layout. It knows
 //! nothing of HTTP.
 
 mod background;
@@ -14,6 +15,7 @@ pub mod mesh;
 pub mod names;
 pub mod placement;
 pub mod records;
+pub mod segments;
 pub mod shard;
 pub mod storage;
 pub mod streamer;

@@ -17,6 +17,8 @@ use crate::locks::KeyedLocks;
 use crate::mesh::{Inbox, Job, Mesh};
 use crate::names::{BasinName, StreamName};
 use crate::placement::{Placement, ShardId};
+use crate::segments::reader::{SegmentCache, SEGMENT_CACHE_BYTES_MAX};
+use crate::segments::writer::SegmentWriter;
 use crate::storage::Storage;
 use crate::streamer::{StreamKey, Streamer};
 
@@ -56,6 +58,9 @@ pub struct Shard {
     pub(crate) admission: Rc<Semaphore>,
     pub(crate) admission_units: u64,
     pub(crate) clock: Clock,
+    /// Where this shard's streams' appends are made durable.
+    pub(crate) segment_writer: Rc<SegmentWriter>,
+    pub(crate) segment_cache: Rc<RefCell<SegmentCache>>,
 }
 
 impl Shard {
@@ -69,8 +74,16 @@ impl Shard {
     ) -> Rc<Shard> {
         let admission_units =
             (options.append_inflight_bytes / placement.shard_count() as u64).max(1);
+        let segment_cache = Rc::new(RefCell::new(SegmentCache::new(SEGMENT_CACHE_BYTES_MAX)));
+        let segment_writer = SegmentWriter::start(
+            storage.clone(),
+            options.clock.clone(),
+            segment_cache.clone(),
+        );
         let shard = Rc::new(Shard {
             id,
+            segment_writer,
+            segment_cache,
             streamers: RefCell::new(HashMap::new()),
             admission: Rc::new(Semaphore::new(admission_units)),
             admission_units,
@@ -91,6 +104,7 @@ impl Shard {
         .detach();
         glommio::spawn_local(resume_background_work(shard.clone())).detach();
         glommio::spawn_local(crate::background::run(shard.clone())).detach();
+        glommio::spawn_local(crate::segments::reclaim::run(shard.clone())).detach();
         shard
     }
 

@@ -73,11 +73,12 @@ async fn read_from(shard: &Rc<Shard>, name: &str, seq_num: u64) -> Vec<Sequenced
     common::read_from(shard, basin(), stream(name), seq_num).await
 }
 
-/// How many keys of `kind` stream `id` still has in storage.
+/// How many keys of `kind` stream `id` still has in storage; with a range, the batch-index
+/// entries of runs ending in it.
 async fn stored(storage: &Storage, kind: KeyKind, id_range: (u128, Option<(u64, u64)>)) -> usize {
     let (id, seqs) = id_range;
     let range = match seqs {
-        Some((from, to)) => keys::record(id, from)..keys::record(id, to),
+        Some((from, to)) => keys::batch_index(id, from)..keys::batch_index(id, to),
         None => keys::stream_id_range(kind, id),
     };
     storage.scan(range, usize::MAX).await.unwrap().len()
@@ -134,13 +135,18 @@ fn trimmed_and_deleted_records_leave_storage() {
             assert_eq!(read_from(&shard, "t", 0).await[0].seq_num, 4000);
             let gone = eventually(Duration::from_secs(10), || {
                 let storage = storage.clone();
-                async move { stored(&storage, KeyKind::Record, (id, Some((0, 4000)))).await == 0 }
+                async move { stored(&storage, KeyKind::BatchIndex, (id, Some((0, 4000)))).await == 0 }
             })
             .await;
-            assert!(gone, "records below the trim point are still stored");
+            assert!(gone, "runs below the trim point are still indexed");
             assert_eq!(
-                stored(&storage, KeyKind::Record, (id, Some((4000, 5001)))).await,
-                1001,
+                stored(&storage, KeyKind::BatchIndex, (id, Some((4000, 5001)))).await,
+                2,
+                "the runs at and above the trim point (and the trim record's) are kept"
+            );
+            let kept = read_from(&shard, "t", 4000).await.len() + read_from(&shard, "t", 5000).await.len();
+            assert_eq!(
+                kept, 1001,
                 "records at and above the trim point (and the trim record) are kept"
             );
             let index_left = stored(&storage, KeyKind::TimestampIndex, (id, None)).await;
@@ -156,7 +162,7 @@ fn trimmed_and_deleted_records_leave_storage() {
                 async move {
                     let mut left = 0;
                     for kind in [
-                        KeyKind::Record,
+                        KeyKind::BatchIndex,
                         KeyKind::TimestampIndex,
                         KeyKind::StreamState,
                     ] {

@@ -57,8 +57,8 @@ pub(crate) fn schedule_basin_deletion(shard: &Rc<Shard>, basin: BasinName) {
 }
 
 impl Shard {
-    /// Remove a deleted stream's records, state and metadata, then its queue marker. The
-    /// records go first, in pages, so a crash midway leaves the marker to resume from.
+    /// Remove a deleted stream's runs, state and metadata, then its queue marker. The
+    /// runs go first, in pages, so a crash midway leaves the marker to resume from.
     async fn clean_up_stream(&self, basin: &BasinName, stream: &StreamName) -> Result<()> {
         let key = (basin.clone(), stream.clone());
         let _guard = self.stream_locks.lock(key.clone()).await;
@@ -66,9 +66,11 @@ impl Shard {
         if let Some(meta) = self.stream_meta(basin, stream).await? {
             if meta.deleted_at.is_some() {
                 let id = meta.id.0;
-                for kind in [KeyKind::Record, KeyKind::TimestampIndex] {
-                    self.delete_range(keys::stream_id_range(kind, id)).await?;
-                }
+                self.drop_runs(id, None).await?;
+                // Timestamp entries of runs whose index write failed and never landed
+                // whole are not reachable through the index.
+                self.delete_range(keys::stream_id_range(KeyKind::TimestampIndex, id))
+                    .await?;
                 batch.delete(keys::stream_state(id));
                 batch.delete(keys::stream_meta(basin, stream));
             }

@@ -6,15 +6,21 @@
 //! | 0x02 | `02 basin 00 stream`                         | [`StreamMeta`] as JSON       |
 //! | 0x03 | `03 basin`                                   | empty: basin deletion queued |
 //! | 0x04 | `04 basin 00 stream`                         | empty: stream cleanup queued |
-//! | 0x10 | `10 id(16) seq_num(8)`                       | a record (`streamer::codec`) |
-//! | 0x11 | `11 id(16) last_timestamp(8) first_seq(8)`   | empty: one per append batch  |
+//! | 0x11 | `11 id(16) last_timestamp(8) first_seq(8)`   | empty: one per run           |
 //! | 0x12 | `12 id(16)`                                  | stream state (`streamer::codec`) |
 //! | 0x13 | `13 deadline_ms(8) basin 00 stream`          | empty: delete-on-empty check due |
 //! | 0x14 | `14 basin 00 stream`                         | empty: trimmed records to remove |
+//! | 0x17 | `17 segment_id(16)`                          | segment record (`segments::index`) |
+//! | 0x18 | `18 id(16) last_seq(8)`                      | batch index entry (`segments::index`) |
+//! | 0x19 | `19 segment_id(16) id(16) last_seq(8)`       | segment reference (`segments::index`) |
+//!
+//! Record payloads are not here: they live in segment objects (`segments::format`), and a
+//! run of one stream's records is found through its `18` entry. `0x10` (records stored in
+//! SlateDB, before segments) is retired and never reused.
 //!
 //! Integers are big-endian so keys sort numerically. `id` is the stream's random 128-bit
 //! id (`StreamMeta::id`), so records never depend on names. The `11` index has one entry
-//! per append batch keyed by the batch's last timestamp: timestamps never decrease along a
+//! per run keyed by the batch's last timestamp: timestamps never decrease along a
 //! stream, so the first entry with `last_timestamp >= T` names the batch holding the first
 //! record at or after `T`.
 //!
@@ -36,11 +42,13 @@ pub enum KeyKind {
     StreamMeta = 0x02,
     BasinDeletion = 0x03,
     StreamCleanup = 0x04,
-    Record = 0x10,
     TimestampIndex = 0x11,
     StreamState = 0x12,
     DeleteOnEmptyDeadline = 0x13,
     TrimCleanup = 0x14,
+    Segment = 0x17,
+    BatchIndex = 0x18,
+    SegmentRef = 0x19,
 }
 
 const SEPARATOR: u8 = 0x00;
@@ -121,13 +129,47 @@ fn with_id(kind: KeyKind, id: u128, extra: &[u64]) -> Bytes {
     k.freeze()
 }
 
-pub fn record(id: u128, seq_num: u64) -> Bytes {
-    with_id(KeyKind::Record, id, &[seq_num])
+/// The batch-index key of the run of stream `id` that ends at `last_seq_num`.
+pub fn batch_index(id: u128, last_seq_num: u64) -> Bytes {
+    with_id(KeyKind::BatchIndex, id, &[last_seq_num])
 }
 
-/// The sequence number at the end of a `10` record key.
-pub fn record_seq_num(key: &[u8]) -> Option<u64> {
+/// The last seq_num at the end of a `18` batch-index key.
+pub fn batch_index_last_seq(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.get(17..25)?.try_into().ok()?))
+}
+
+pub fn segment(segment_id: u128) -> Bytes {
+    with_id(KeyKind::Segment, segment_id, &[])
+}
+
+/// The segment id of a `17` or `19` key.
+pub fn segment_id_of(key: &[u8]) -> Option<u128> {
+    Some(u128::from_be_bytes(key.get(1..17)?.try_into().ok()?))
+}
+
+/// Every `17` segment record.
+pub fn segments_range() -> std::ops::Range<Bytes> {
+    let kind = KeyKind::Segment as u8;
+    Bytes::from(vec![kind])..Bytes::from(vec![kind + 1])
+}
+
+/// The reference of segment `segment_id` held by the run of stream `id` ending at
+/// `last_seq_num`.
+pub fn segment_ref(segment_id: u128, id: u128, last_seq_num: u64) -> Bytes {
+    let mut k = BytesMut::with_capacity(41);
+    k.put_u8(KeyKind::SegmentRef as u8);
+    k.put_u128(segment_id);
+    k.put_u128(id);
+    k.put_u64(last_seq_num);
+    k.freeze()
+}
+
+/// `(stream id, last_seq_num)` of a `19` reference key.
+pub fn segment_ref_entry(key: &[u8]) -> Option<(u128, u64)> {
+    let id = u128::from_be_bytes(key.get(17..33)?.try_into().ok()?);
+    let last = u64::from_be_bytes(key.get(33..41)?.try_into().ok()?);
+    Some((id, last))
 }
 
 pub fn timestamp_index(id: u128, last_timestamp: u64, first_seq_num: u64) -> Bytes {

@@ -1,6 +1,7 @@
-//! The storage sidecar: one tokio runtime hosting one SlateDB [`Db`] for the whole server.
+//! The storage sidecar: one tokio runtime hosting one SlateDB [`Db`] for the whole server,
+//! and the object store under it, which also holds the shards' segments.
 //!
-//! Shard threads never touch SlateDB directly. They call [`Storage`], which spawns the work
+//! Shard threads never touch SlateDB or the object store directly. They call [`Storage`], which spawns the work
 //! onto the sidecar runtime and awaits its join handle; glommio wakes the awaiting task when
 //! the tokio thread completes it. Nothing here blocks a shard thread.
 
@@ -8,17 +9,21 @@ pub mod keys;
 
 use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use slatedb::config::{FlushOptions, FlushType, ScanOptions, Settings};
-use slatedb::object_store::{self, ObjectStore};
 use slatedb::{CompactorBuilder, Db, WriteBatch};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
 use crate::error::StorageError;
+use crate::segments::SegmentId;
 
 /// Where the object store lives.
 #[derive(Debug, Clone)]
@@ -65,6 +70,40 @@ pub struct Sidecar {
     background: tokio::runtime::Runtime,
     db: Arc<Db>,
     flush_wanted: Arc<Notify>,
+    segments: Arc<SegmentStore>,
+}
+
+/// Where segment objects live, and how new ones are named: `<db path>-segments/` then the
+/// segment id in hex as `<boot id>/<counter>`. A random boot id per process start keeps
+/// names unique across restarts without any shared state, and nothing in a name depends on
+/// the shard count.
+struct SegmentStore {
+    store: Arc<dyn ObjectStore>,
+    root: Path,
+    boot_id: u64,
+    next: AtomicU64,
+}
+
+impl SegmentStore {
+    fn path(&self, id: SegmentId) -> Path {
+        let hi = (id.0 >> 64) as u64;
+        let lo = id.0 as u64;
+        self.root
+            .clone()
+            .join(format!("{hi:016x}").as_str())
+            .join(format!("{lo:016x}").as_str())
+    }
+
+    /// The id of an object path under the root, if it is one of ours.
+    fn id_of(&self, path: &Path) -> Option<SegmentId> {
+        let mut parts = path.prefix_match(&self.root)?;
+        let hi = u64::from_str_radix(parts.next()?.as_ref(), 16).ok()?;
+        let lo = u64::from_str_radix(parts.next()?.as_ref(), 16).ok()?;
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(SegmentId(u128::from(hi) << 64 | u128::from(lo)))
+    }
 }
 
 /// Group commit: flush the WAL as soon as a write is applied. While one flush is in
@@ -126,7 +165,7 @@ impl Sidecar {
             // The compactor's options move to its builder, which would override them anyway.
             if let Some(options) = settings.compactor_options.take() {
                 builder = builder.with_compactor_builder(
-                    CompactorBuilder::new(path.to_owned(), store)
+                    CompactorBuilder::new(path.to_owned(), store.clone())
                         .with_options(options)
                         .with_runtime(background.handle().clone()),
                 );
@@ -136,11 +175,20 @@ impl Sidecar {
         let db = Arc::new(db);
         let flush_wanted = Arc::new(Notify::new());
         runtime.spawn(run_flusher(db.clone(), flush_wanted.clone()));
+        let mut boot_id = [0u8; 8];
+        getrandom::fill(&mut boot_id).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let segments = Arc::new(SegmentStore {
+            store,
+            root: Path::from(format!("{path}-segments")),
+            boot_id: u64::from_be_bytes(boot_id),
+            next: AtomicU64::new(0),
+        });
         Ok(Sidecar {
             runtime,
             background,
             db,
             flush_wanted,
+            segments,
         })
     }
 
@@ -150,6 +198,7 @@ impl Sidecar {
             db: self.db.clone(),
             runtime: self.runtime.handle().clone(),
             flush_wanted: self.flush_wanted.clone(),
+            segments: self.segments.clone(),
         }
     }
 
@@ -201,6 +250,7 @@ pub struct Storage {
     db: Arc<Db>,
     runtime: Handle,
     flush_wanted: Arc<Notify>,
+    segments: Arc<SegmentStore>,
 }
 
 impl Storage {
@@ -297,6 +347,77 @@ impl Storage {
     pub async fn durable(&self, applied: Durability) -> Result<(), StorageError> {
         self.on_sidecar(async move { Ok(applied.0.await_durable().await?) })
             .await
+    }
+
+    /// A fresh segment id, never used before by this or an earlier process.
+    pub fn new_segment_id(&self) -> SegmentId {
+        let n = self.segments.next.fetch_add(1, Ordering::Relaxed);
+        SegmentId(u128::from(self.segments.boot_id) << 64 | u128::from(n))
+    }
+
+    /// Whether a segment was named by this process (and so may still be in flight).
+    pub fn is_this_boots(&self, id: SegmentId) -> bool {
+        (id.0 >> 64) as u64 == self.segments.boot_id
+    }
+
+    /// Write a segment object. It is created, never overwritten: a name in use is an error.
+    pub async fn put_segment(&self, id: SegmentId, payload: PutPayload) -> Result<(), StorageError> {
+        let segments = self.segments.clone();
+        self.on_sidecar(async move {
+            let options = PutOptions::from(PutMode::Create);
+            segments
+                .store
+                .put_opts(&segments.path(id), payload, options)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Bytes `range` of a segment object; an error unless exactly that many come back.
+    pub async fn get_segment_range(
+        &self,
+        id: SegmentId,
+        range: Range<u64>,
+    ) -> Result<Bytes, StorageError> {
+        let segments = self.segments.clone();
+        self.on_sidecar(async move {
+            let want = range.end - range.start;
+            let bytes = segments.store.get_range(&segments.path(id), range).await?;
+            if bytes.len() as u64 != want {
+                return Err(StorageError::Corrupt {
+                    key: segments.path(id).to_string().into_bytes(),
+                    reason: format!("ranged read returned {} of {want} bytes", bytes.len()),
+                });
+            }
+            Ok(bytes)
+        })
+        .await
+    }
+
+    /// Delete a segment object; one already gone is not an error.
+    pub async fn delete_segment(&self, id: SegmentId) -> Result<(), StorageError> {
+        let segments = self.segments.clone();
+        self.on_sidecar(async move {
+            match segments.store.delete(&segments.path(id)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
+    /// Every segment object in the store, with its size.
+    pub async fn list_segments(&self) -> Result<Vec<(SegmentId, u64)>, StorageError> {
+        let segments = self.segments.clone();
+        self.on_sidecar(async move {
+            let listed: Vec<_> = segments.store.list(Some(&segments.root)).try_collect().await?;
+            Ok(listed
+                .into_iter()
+                .filter_map(|meta| Some((segments.id_of(&meta.location)?, meta.size)))
+                .collect())
+        })
+        .await
     }
 
     /// Apply `batch` atomically and return once it is durable in the object store.

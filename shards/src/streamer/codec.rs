@@ -1,6 +1,7 @@
 //! Byte layouts of the values a streamer persists.
 //!
-//! Record (`10` keys): `format(1) | timestamp(8) | expires_at_ms(8) | payload`, where the
+//! Record (inside a segment run, `segments::format`, behind its 4-byte length):
+//! `format(1) | timestamp(8) | expires_at_ms(8) | payload`, where the
 //! payload is `header_count(4) | (name_len(4) name value_len(4) value)* | body`:
 //! - format 0: the payload in the clear;
 //! - format 1 (aegis-256) and 2 (aes-256-gcm): the payload sealed by [`crate::crypto`],
@@ -20,6 +21,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crate::config::Cipher;
 use crate::crypto::{self, EncryptionKey};
 use crate::records::{FencingToken, Header, Position, SequencedRecord};
+use crate::segments::format::ChunkWriter;
 
 /// Record formats. Persisted: never renumber.
 const FORMAT_PLAIN: u8 = 0;
@@ -91,15 +93,17 @@ fn payload_len(headers: &[Header], body: &[u8]) -> usize {
         + body.len()
 }
 
-pub fn encode_record(
+/// Append one record to a run: its length (`segments::format`), then its stored value.
+/// A plain record's body is shared with the caller, not copied, when it is large.
+pub fn encode_record_into(
+    out: &mut ChunkWriter,
     sealing: &Sealing<'_>,
     seq_num: u64,
     timestamp: u64,
     expires_at_ms: Option<u64>,
     headers: &[Header],
-    body: &[u8],
-) -> Bytes {
-    let mut v = BytesMut::with_capacity(RECORD_PREFIX_BYTES + payload_len(headers, body) + 48);
+    body: &Bytes,
+) {
     let format = match sealing {
         Sealing::Plain => FORMAT_PLAIN,
         Sealing::Sealed {
@@ -111,11 +115,24 @@ pub fn encode_record(
             ..
         } => FORMAT_AES_256_GCM,
     };
-    v.put_u8(format);
-    v.put_u64(timestamp);
-    v.put_u64(expires_at_ms.unwrap_or(0));
+    let put_prefix = |out: &mut ChunkWriter, payload_bytes: usize| {
+        out.put_u32((RECORD_PREFIX_BYTES + payload_bytes) as u32);
+        out.put_u8(format);
+        out.put_u64(timestamp);
+        out.put_u64(expires_at_ms.unwrap_or(0));
+    };
     match sealing {
-        Sealing::Plain => encode_payload(headers, body, &mut v),
+        Sealing::Plain => {
+            put_prefix(out, payload_len(headers, body));
+            out.put_u32(headers.len() as u32);
+            for h in headers {
+                out.put_u32(h.name.len() as u32);
+                out.put_slice(&h.name);
+                out.put_u32(h.value.len() as u32);
+                out.put_slice(&h.value);
+            }
+            out.put_bytes(body);
+        }
         Sealing::Sealed {
             cipher,
             key,
@@ -124,10 +141,17 @@ pub fn encode_record(
             let mut plain = BytesMut::with_capacity(payload_len(headers, body));
             encode_payload(headers, body, &mut plain);
             let aad = associated_data(*stream_id, seq_num);
-            v.put_slice(&crypto::seal(*cipher, key, &aad, &plain));
+            let sealed = crypto::seal(*cipher, key, &aad, &plain);
+            put_prefix(out, sealed.len());
+            out.put_slice(&sealed);
         }
     }
-    v.freeze()
+}
+
+/// An upper bound on the inline bytes [`encode_record_into`] writes for one plain record
+/// (a large body is shared, but counting it too only oversizes the buffer).
+pub fn encoded_len_hint(headers: &[Header], body: &[u8]) -> usize {
+    4 + RECORD_PREFIX_BYTES + payload_len(headers, body)
 }
 
 fn take(buf: &mut Bytes, n: usize) -> Result<Bytes, Undecodable> {
@@ -219,12 +243,6 @@ pub struct StreamState {
 
 const STATE_FIXED_BYTES: usize = 32;
 
-/// The expiry of a stored record, read without decoding (or decrypting) the rest.
-pub fn record_expiry(value: &[u8]) -> Option<u64> {
-    let bytes: [u8; 8] = value.get(9..17)?.try_into().ok()?;
-    Some(u64::from_be_bytes(bytes)).filter(|&t| t != 0)
-}
-
 pub fn encode_state(state: &StreamState) -> Bytes {
     let token = state.fencing_token.as_str().as_bytes();
     let mut v = BytesMut::with_capacity(STATE_FIXED_BYTES + token.len());
@@ -261,6 +279,27 @@ pub fn decode_state(mut value: Bytes) -> Result<StreamState, Undecodable> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One record's stored value, as a run holds it after its length prefix.
+    fn encode_record(
+        sealing: &Sealing<'_>,
+        seq_num: u64,
+        timestamp: u64,
+        expires_at_ms: Option<u64>,
+        headers: &[Header],
+        body: &[u8],
+    ) -> Bytes {
+        let mut w = ChunkWriter::default();
+        let body = Bytes::copy_from_slice(body);
+        encode_record_into(&mut w, sealing, seq_num, timestamp, expires_at_ms, headers, &body);
+        let mut all = BytesMut::new();
+        for c in w.finish() {
+            all.put_slice(&c);
+        }
+        let len = all.get_u32() as usize;
+        assert_eq!(len, all.len(), "length prefix counts the value");
+        all.freeze()
+    }
 
     #[test]
     fn record_round_trip() {

@@ -2,14 +2,14 @@
 //! point, the append pipeline and the followers tailing it.
 //!
 //! The append pipeline: an append is checked and sequenced synchronously against the
-//! *assigned* state (which includes appends still in flight), and its writes join the
-//! stream's unapplied batch. One applier per stream hands that batch to SlateDB whole,
-//! so appends that queue up behind a write in progress share the next one; batches are
-//! applied strictly in order while their durability is awaited concurrently.
-//! Acknowledgements are released from the front of the in-flight queue only, so they go
-//! out in order and only once durable; the *durable* state advances with them. A failed write fails every later in-flight append and the
-//! assigned state falls back to the durable one: no gap, no duplicate, nothing
-//! acknowledged or shown to a reader that is not durable.
+//! *assigned* state (which includes appends still in flight), its records are encoded,
+//! and it goes to the shard's segment writer (`segments::writer`), which makes it durable
+//! together with every other append of the shard's streams. Acknowledgements are released
+//! from the front of the in-flight queue only, so they go out in order and only once
+//! durable; the *durable* state advances with them. A failed write fails every later
+//! in-flight append, bumps the stream's generation (so the writer never indexes what was
+//! sequenced before the failure) and the assigned state falls back to the durable one: no
+//! gap, no duplicate, nothing acknowledged or shown to a reader that is not durable.
 
 pub mod codec;
 mod read;
@@ -18,11 +18,8 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
 use glommio::sync::StaticPermit;
-use slatedb::config::{PutOptions, Ttl};
-use slatedb::WriteBatch;
 
 pub use read::{ReadItem, ReadLimits, ReadRequest, ReadSession, ReadStart};
 
@@ -33,8 +30,10 @@ use crate::crypto::{EncryptionKey, KeyMaterial, AES_GCM_SEQ_NUM_MAX};
 use crate::error::{ConditionFailed, EngineError, Result};
 use crate::names::{BasinName, StreamName};
 use crate::records::{AppendAck, AppendBatch, Command, Position, ReadBatch, SequencedRecord};
+use crate::segments::format::ChunkWriter;
+use crate::segments::writer::{Part, SegmentWriter};
 use crate::shard::Shard;
-use crate::storage::{keys, Storage};
+use crate::storage::keys;
 use codec::StreamState;
 
 pub(crate) type StreamKey = (BasinName, StreamName);
@@ -93,12 +92,11 @@ pub(crate) struct Streamer {
     durable: StreamState,
     inflight: VecDeque<Inflight>,
     next_ticket: u64,
-    /// Writes of sequenced appends not yet handed to storage, and those appends' tickets.
-    unapplied: WriteBatch,
-    unapplied_tickets: Vec<u64>,
-    applying: bool,
+    /// Bumped whenever in-flight appends fail and sequencing restarts from the durable
+    /// state: the writer indexes only runs of the current generation.
+    generation: u64,
     followers: Vec<mpsc::Sender<ReadBatch>>,
-    storage: Storage,
+    writer: Rc<SegmentWriter>,
     clock: Clock,
     /// Set when the durable trim point moved; the background cleanup clears it.
     pub(crate) trim_advanced: bool,
@@ -109,7 +107,7 @@ impl Streamer {
         names: StreamKey,
         meta: StreamMeta,
         state: StreamState,
-        storage: Storage,
+        writer: Rc<SegmentWriter>,
         clock: Clock,
     ) -> Streamer {
         let state_trim_point = state.trim_point;
@@ -120,11 +118,9 @@ impl Streamer {
             durable: state,
             inflight: VecDeque::new(),
             next_ticket: 0,
-            unapplied: WriteBatch::new(),
-            unapplied_tickets: Vec::new(),
-            applying: false,
+            generation: 0,
             followers: Vec::new(),
-            storage,
+            writer,
             clock,
             // A trim point from before a restart may still have records below it.
             trim_advanced: state_trim_point > 0,
@@ -141,6 +137,10 @@ impl Streamer {
 
     pub(crate) fn durable_state(&self) -> &StreamState {
         &self.durable
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub(crate) fn is_deleted(&self) -> bool {
@@ -241,17 +241,10 @@ impl Streamer {
         }
         let uncapped = config.timestamping_uncapped;
         let arrival = s.clock.now_millis();
-        let (ttl, expires_at_ms) = match config.retention_policy {
-            RetentionPolicy::Age(secs) => {
-                let age_ms = secs.get().saturating_mul(1000);
-                (
-                    Ttl::ExpireAfterMillis(age_ms),
-                    Some(arrival.saturating_add(age_ms)),
-                )
-            }
-            RetentionPolicy::Infinite => (Ttl::NoExpiry, None),
+        let expires_at_ms = match config.retention_policy {
+            RetentionPolicy::Age(secs) => Some(arrival.saturating_add(secs.get().saturating_mul(1000))),
+            RetentionPolicy::Infinite => None,
         };
-        let put = PutOptions { ttl };
         let id = s.meta.id.0;
         let sealing = match &key {
             Some((cipher, key)) => codec::Sealing::Sealed {
@@ -268,8 +261,12 @@ impl Streamer {
 
         let mut after = s.assigned.clone();
         let mut running_max = after.tail.timestamp;
-        // Joins the unapplied batch below; a later append's state key replaces this one's.
-        let mut write = std::mem::take(&mut s.unapplied);
+        let inline: usize = batch
+            .records()
+            .iter()
+            .map(|r| codec::encoded_len_hint(&r.headers, &r.body))
+            .sum();
+        let mut chunks = ChunkWriter::with_capacity(inline.min(64 << 10));
         let mut records = Vec::with_capacity(batch.len());
         for (i, record) in batch.into_records().into_iter().enumerate() {
             let seq_num = first + i as u64;
@@ -299,17 +296,14 @@ impl Streamer {
             } else {
                 &sealing
             };
-            write.put_bytes_with_options(
-                keys::record(id, seq_num),
-                codec::encode_record(
-                    record_sealing,
-                    seq_num,
-                    timestamp,
-                    expires_at_ms,
-                    &record.headers,
-                    &record.body,
-                ),
-                &put,
+            codec::encode_record_into(
+                &mut chunks,
+                record_sealing,
+                seq_num,
+                timestamp,
+                expires_at_ms,
+                &record.headers,
+                &record.body,
             );
             records.push(SequencedRecord {
                 seq_num,
@@ -323,28 +317,36 @@ impl Streamer {
             timestamp: running_max,
         };
         after.last_write_ms = arrival;
-        let trimmed = after.trim_point > s.assigned.trim_point;
-        if trimmed {
+        let mut markers = Vec::new();
+        if after.trim_point > s.assigned.trim_point {
             // Removal of the trimmed records is queued durably with the trim itself.
-            write.put(keys::trim_cleanup(&s.names.0, &s.names.1), b"");
+            markers.push(keys::trim_cleanup(&s.names.0, &s.names.1));
             let min_age = s.meta.config.delete_on_empty_min_age_secs;
             if min_age > 0 {
                 let at = arrival.saturating_add(min_age.saturating_mul(1000));
-                write.put(keys::doe_deadline(at, &s.names.0, &s.names.1), b"");
+                markers.push(keys::doe_deadline(at, &s.names.0, &s.names.1));
             }
         }
-        write.put_bytes_with_options(
-            keys::timestamp_index(id, running_max, first),
-            Bytes::new(),
-            &put,
-        );
-        write.put_bytes(keys::stream_state(id), codec::encode_state(&after));
         let start = Position {
             seq_num: first,
             timestamp: records[0].timestamp,
         };
         s.assigned = after.clone();
         let ticket = s.take_ticket();
+        let part = Part {
+            streamer: this.clone(),
+            stream_id: id,
+            generation: s.generation,
+            ticket,
+            first_seq_num: first,
+            record_count: records.len() as u32,
+            bytes: chunks.len(),
+            chunks: chunks.finish(),
+            last_timestamp: running_max,
+            expires_at_ms,
+            state: after.clone(),
+            markers,
+        };
         s.inflight.push_back(Inflight {
             ticket,
             outcome: None,
@@ -356,23 +358,15 @@ impl Streamer {
                 _permit: permit,
             },
         });
-        s.unapplied = write;
-        s.unapplied_tickets.push(ticket);
-        let start_applier = !s.applying;
-        s.applying = true;
-        // glommio may poll a new task at once: the borrow must end before it starts.
-        drop(s);
-        if start_applier {
-            glommio::spawn_local(run_applier(this.clone())).detach();
-        }
+        s.writer.append(part);
         Ok(PendingAck {
             ack,
             rejected: false,
         })
     }
 
-    /// Record the outcome of one applied write; `tickets` are its appends', ascending.
-    fn complete(&mut self, tickets: &[u64], result: Result<()>) {
+    /// Record the outcome of one durable write; `tickets` are its appends', ascending.
+    pub(crate) fn complete(&mut self, tickets: &[u64], result: Result<()>) {
         for entry in self.inflight.iter_mut() {
             if entry.outcome.is_none() && tickets.binary_search(&entry.ticket).is_ok() {
                 entry.outcome = Some(result.clone());
@@ -444,39 +438,8 @@ impl Streamer {
             };
             let _ = reply.send(Err(error.clone()));
         }
-        self.unapplied = WriteBatch::new();
-        self.unapplied_tickets.clear();
+        self.generation += 1;
         self.assigned = self.durable.clone();
-    }
-}
-
-/// Hand the unapplied batch to storage, one batch at a time and in order; await each one's
-/// durability separately so that writes pipeline.
-async fn run_applier(this: Rc<RefCell<Streamer>>) {
-    loop {
-        let (tickets, write, storage) = {
-            let mut s = this.borrow_mut();
-            if s.unapplied_tickets.is_empty() {
-                s.applying = false;
-                return;
-            }
-            (
-                std::mem::take(&mut s.unapplied_tickets),
-                std::mem::take(&mut s.unapplied),
-                s.storage.clone(),
-            )
-        };
-        match storage.apply(write).await {
-            Ok(applied) => {
-                let this = this.clone();
-                glommio::spawn_local(async move {
-                    let result = storage.durable(applied).await.map_err(EngineError::from);
-                    this.borrow_mut().complete(&tickets, result);
-                })
-                .detach();
-            }
-            Err(e) => this.borrow_mut().complete(&tickets, Err(e.into())),
-        }
     }
 }
 
@@ -521,7 +484,7 @@ impl Shard {
             key.clone(),
             meta,
             state,
-            self.storage.clone(),
+            self.segment_writer.clone(),
             self.clock.clone(),
         )));
         self.streamers

@@ -10,14 +10,13 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures::channel::mpsc;
 use futures::{FutureExt, SinkExt, StreamExt};
 
-use super::{codec, stream_key, AutoCreate, Streamer, FOLLOWER_BUFFER_BATCHES};
+use super::{stream_key, AutoCreate, Streamer, FOLLOWER_BUFFER_BATCHES};
 use crate::config::Cipher;
 use crate::crypto::{EncryptionKey, KeyMaterial};
-use crate::error::{EngineError, Result, StorageError};
+use crate::error::{EngineError, Result};
 use crate::names::{BasinName, StreamName};
 use crate::records::{
     Position, ReadBatch, SequencedRecord, BATCH_METERED_BYTES_MAX, BATCH_RECORDS_MAX,
@@ -210,67 +209,6 @@ impl Shard {
         }
         Ok(None)
     }
-
-    /// Live (unexpired) stored records of stream `id` in `[from, end)`, reading at most
-    /// `max_records` rows and stopping once at least `max_bytes` of values were read
-    /// (values are never smaller than the metered size, so the caller's byte limit is
-    /// always satisfiable from what is returned). Also returns the seq_num after the last
-    /// row read, so a page of only expired records still makes progress.
-    pub(crate) async fn scan_records(
-        &self,
-        id: u128,
-        from: u64,
-        end: u64,
-        max_records: usize,
-        max_bytes: usize,
-        key: Option<&(Cipher, EncryptionKey)>,
-    ) -> Result<(Vec<SequencedRecord>, u64)> {
-        if from >= end {
-            return Ok((Vec::new(), from));
-        }
-        let rows = self
-            .storage
-            .scan_bounded(
-                keys::record(id, from)..keys::record(id, end),
-                max_records,
-                max_bytes,
-            )
-            .await?;
-        let now = self.clock.now_millis();
-        let mut next = if rows.is_empty() { end } else { from };
-        let mut records = Vec::with_capacity(rows.len());
-        for (row_key, value) in rows {
-            let stored = decode(id, &row_key, value, key)?;
-            next = stored.record.seq_num + 1;
-            if stored.expires_at_ms.is_none_or(|at| at > now) {
-                records.push(stored.record);
-            }
-        }
-        Ok((records, next))
-    }
-}
-
-fn decode(
-    id: u128,
-    key: &Bytes,
-    value: Bytes,
-    cipher_key: Option<&(Cipher, EncryptionKey)>,
-) -> Result<codec::StoredRecord> {
-    let corrupt = |reason: &str| {
-        EngineError::Storage(StorageError::Corrupt {
-            key: key.to_vec(),
-            reason: reason.to_owned(),
-        })
-    };
-    let seq_num = keys::record_seq_num(key).ok_or_else(|| corrupt("bad record key"))?;
-    codec::decode_record(id, seq_num, value, cipher_key).map_err(|e| match e {
-        codec::DecodeError::Undecodable(reason) => corrupt(reason),
-        codec::DecodeError::DecryptionFailed => EngineError::DecryptionFailed,
-        codec::DecodeError::KeyRequired(cipher) => EngineError::EncryptionKey(format!(
-            "missing encryption key for stream cipher '{}'",
-            crate::crypto::cipher_name(cipher)
-        )),
-    })
 }
 
 struct Session {

@@ -1,0 +1,22 @@
+//! The segment log: record payloads written once, by their shard, straight to the object
+//! store; SlateDB holds only what finds them (the batch index) and what accounts for them
+//! (segment records and references).
+//!
+//! - [`format`]: the byte layout of a segment object and its runs.
+//! - [`index`]: the SlateDB values that locate runs and track each segment's live bytes.
+//! - [`writer`]: each shard's open segment and its group commit (PUT, then index, then ack).
+//! - [`reader`]: reads through the index, ranged GETs and the shard's cache of recent runs.
+//! - [`reclaim`]: deleting segments nothing live points into, and orphans of crashes.
+//!
+//! Must never: let a reader see a run that no durable index entry points to, overwrite a
+//! segment object, or delete one that a durable index entry still points to.
+
+pub mod format;
+pub mod index;
+pub(crate) mod reader;
+pub(crate) mod reclaim;
+pub(crate) mod writer;
+
+/// A segment's identity: the process's random boot id (high 64 bits) and a counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SegmentId(pub u128);
