@@ -12,8 +12,8 @@ use tracing::{info, warn};
 use crate::catalogue::LIST_LIMIT_MAX;
 use crate::error::Result;
 use crate::names::{BasinName, StreamName};
-use crate::shard::Shard;
 use crate::segments::index::BatchEntry;
+use crate::shard::Shard;
 use crate::storage::keys::{self, KeyKind};
 
 /// How often each shard looks for background work.

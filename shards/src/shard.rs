@@ -33,6 +33,8 @@ pub struct EngineOptions {
     /// How long a deleted basin or stream stays visible as "deletion pending" before the
     /// background cleanup starts removing it.
     pub deletion_delay: Duration,
+    /// Bytes of recent runs each shard keeps in memory for readers near the tail.
+    pub segment_cache_bytes: usize,
 }
 
 impl Default for EngineOptions {
@@ -41,6 +43,7 @@ impl Default for EngineOptions {
             append_inflight_bytes: 128 * 1024 * 1024,
             clock: Clock::system(),
             deletion_delay: Duration::from_secs(2),
+            segment_cache_bytes: SEGMENT_CACHE_BYTES_MAX,
         }
     }
 }
@@ -74,7 +77,7 @@ impl Shard {
     ) -> Rc<Shard> {
         let admission_units =
             (options.append_inflight_bytes / placement.shard_count() as u64).max(1);
-        let segment_cache = Rc::new(RefCell::new(SegmentCache::new(SEGMENT_CACHE_BYTES_MAX)));
+        let segment_cache = Rc::new(RefCell::new(SegmentCache::new(options.segment_cache_bytes)));
         let segment_writer = SegmentWriter::start(
             storage.clone(),
             options.clock.clone(),

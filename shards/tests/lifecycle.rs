@@ -133,18 +133,22 @@ fn trimmed_and_deleted_records_leave_storage() {
 
             // Reads skip the trimmed records at once; storage loses them in the background.
             assert_eq!(read_from(&shard, "t", 0).await[0].seq_num, 4000);
-            let gone = eventually(Duration::from_secs(10), || {
-                let storage = storage.clone();
-                async move { stored(&storage, KeyKind::BatchIndex, (id, Some((0, 4000)))).await == 0 }
-            })
-            .await;
+            let gone =
+                eventually(Duration::from_secs(10), || {
+                    let storage = storage.clone();
+                    async move {
+                        stored(&storage, KeyKind::BatchIndex, (id, Some((0, 4000)))).await == 0
+                    }
+                })
+                .await;
             assert!(gone, "runs below the trim point are still indexed");
             assert_eq!(
                 stored(&storage, KeyKind::BatchIndex, (id, Some((4000, 5001)))).await,
                 2,
                 "the runs at and above the trim point (and the trim record's) are kept"
             );
-            let kept = read_from(&shard, "t", 4000).await.len() + read_from(&shard, "t", 5000).await.len();
+            let kept =
+                read_from(&shard, "t", 4000).await.len() + read_from(&shard, "t", 5000).await.len();
             assert_eq!(
                 kept, 1001,
                 "records at and above the trim point (and the trim record) are kept"

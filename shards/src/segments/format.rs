@@ -129,6 +129,10 @@ impl ChunkWriter {
         self.len
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     pub fn finish(mut self) -> Vec<Bytes> {
         if !self.inline.is_empty() {
             self.chunks.push(self.inline.freeze());
@@ -253,7 +257,10 @@ mod tests {
         let chunks = chunks(&[b"hello", b"world"]);
         let good = run_bytes(1, 0, &chunks, 2);
         for cut in 0..good.len() {
-            assert!(check_run(good.slice(..cut), 1, 0, 2).is_err(), "cut at {cut}");
+            assert!(
+                check_run(good.slice(..cut), 1, 0, 2).is_err(),
+                "cut at {cut}"
+            );
         }
         for i in 0..good.len() {
             let mut bad = BytesMut::from(&good[..]);
@@ -268,7 +275,10 @@ mod tests {
             check_run(good.clone(), 1, 1, 2).unwrap_err(),
             FormatError::Misplaced
         );
-        assert_eq!(check_run(good, 1, 0, 3).unwrap_err(), FormatError::Misplaced);
+        assert_eq!(
+            check_run(good, 1, 0, 3).unwrap_err(),
+            FormatError::Misplaced
+        );
     }
 
     #[test]

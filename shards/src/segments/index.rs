@@ -176,7 +176,10 @@ mod tests {
             ..e
         };
         assert_eq!(BatchEntry::decode(&never.encode()), Some(never));
-        assert_eq!(SegmentRef::decode(&e.reference().encode()), Some(e.reference()));
+        assert_eq!(
+            SegmentRef::decode(&e.reference().encode()),
+            Some(e.reference())
+        );
         let r = SegmentRecord {
             object_bytes: 1 << 40,
             written_ms: 3,

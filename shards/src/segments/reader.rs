@@ -112,7 +112,8 @@ impl Shard {
         let mut planned_records = 0usize;
         let mut next = end;
         for (row_key, value) in rows {
-            let entry = BatchEntry::decode(&value).ok_or_else(|| corrupt(&row_key, "bad index entry"))?;
+            let entry =
+                BatchEntry::decode(&value).ok_or_else(|| corrupt(&row_key, "bad index entry"))?;
             if entry.first_seq_num >= end {
                 break;
             }
@@ -171,7 +172,9 @@ impl Shard {
             let start = u64::from(e.offset);
             let end = start + u64::from(e.length);
             match gets.last_mut() {
-                Some((segment, _, last_end, members)) if *segment == e.segment && *last_end == start => {
+                Some((segment, _, last_end, members))
+                    if *segment == e.segment && *last_end == start =>
+                {
                     *last_end = end;
                     members.push(i);
                 }
@@ -236,7 +239,12 @@ mod tests {
     #[test]
     fn the_cache_evicts_oldest_first_at_its_bound() {
         let mut cache = SegmentCache::new(100);
-        let run = |n: usize| vec![Bytes::from(vec![1u8; n / 2]), Bytes::from(vec![2u8; n - n / 2])];
+        let run = |n: usize| {
+            vec![
+                Bytes::from(vec![1u8; n / 2]),
+                Bytes::from(vec![2u8; n - n / 2]),
+            ]
+        };
         cache.insert(SegmentId(1), 0, run(40));
         cache.insert(SegmentId(1), 40, run(40));
         assert_eq!(cache.bytes(), 80);
@@ -245,11 +253,17 @@ mod tests {
         assert_eq!(&joined[..20], &[1u8; 20]);
         cache.insert(SegmentId(2), 0, run(40));
         assert_eq!(cache.bytes(), 80, "bound of 100 bytes held");
-        assert!(cache.get(SegmentId(1), 0).is_none(), "the oldest run went first");
+        assert!(
+            cache.get(SegmentId(1), 0).is_none(),
+            "the oldest run went first"
+        );
         assert!(cache.get(SegmentId(1), 40).is_some());
         assert!(cache.get(SegmentId(2), 0).is_some());
         cache.insert(SegmentId(3), 0, run(101));
-        assert!(cache.get(SegmentId(3), 0).is_none(), "a run larger than the cache is not kept");
+        assert!(
+            cache.get(SegmentId(3), 0).is_none(),
+            "a run larger than the cache is not kept"
+        );
         cache.insert(SegmentId(4), 0, run(100));
         assert_eq!(cache.bytes(), 100);
         assert!(cache.get(SegmentId(2), 0).is_none());

@@ -85,7 +85,8 @@ impl Shard {
             next.push(0);
             let mut batch = WriteBatch::new();
             for (key, value) in &rows {
-                let entry = BatchEntry::decode(value).ok_or_else(|| corrupt(key, "bad index entry"))?;
+                let entry =
+                    BatchEntry::decode(value).ok_or_else(|| corrupt(key, "bad index entry"))?;
                 let last = entry.last_seq_num();
                 batch.delete(key);
                 batch.delete(keys::segment_ref(entry.segment.0, id, last));
@@ -128,15 +129,25 @@ impl Shard {
         })
     }
 
-    async fn sweep_segment(&self, segment: SegmentId, record: SegmentRecord, now: u64) -> Result<()> {
+    async fn sweep_segment(
+        &self,
+        segment: SegmentId,
+        record: SegmentRecord,
+        now: u64,
+    ) -> Result<()> {
         let refs = self
             .storage
-            .scan(keys::stream_id_range(KeyKind::SegmentRef, segment.0), usize::MAX)
+            .scan(
+                keys::stream_id_range(KeyKind::SegmentRef, segment.0),
+                usize::MAX,
+            )
             .await?;
         let mut live_bytes = 0u64;
         let mut expired = WriteBatch::new();
         for (key, value) in &refs {
-            let (Some(r), Some((id, last))) = (SegmentRef::decode(value), keys::segment_ref_entry(key)) else {
+            let (Some(r), Some((id, last))) =
+                (SegmentRef::decode(value), keys::segment_ref_entry(key))
+            else {
                 return Err(corrupt(key, "bad segment reference"));
             };
             if r.expired(now) {

@@ -303,8 +303,8 @@ impl Committer {
         loop {
             let open_bytes = self.writer.open.borrow().bytes;
             let idle = self.puts.is_empty() && self.resolved.is_empty();
-            let full = open_bytes >= SEGMENT_TARGET_BYTES
-                && self.puts.len() < SEGMENT_PUTS_IN_FLIGHT_MAX;
+            let full =
+                open_bytes >= SEGMENT_TARGET_BYTES && self.puts.len() < SEGMENT_PUTS_IN_FLIGHT_MAX;
             let runs_waiting = !self.writer.open.borrow().runs.is_empty();
             if !runs_waiting || !(idle || full || open_bytes >= SEGMENT_BYTES_MAX) {
                 return;
@@ -347,7 +347,10 @@ impl Committer {
             offset += length;
             runs.push((run, entry));
         }
-        debug_assert!(offset <= u32::MAX as usize, "segment offsets fit in 32 bits");
+        debug_assert!(
+            offset <= u32::MAX as usize,
+            "segment offsets fit in 32 bits"
+        );
         let record = SegmentRecord {
             object_bytes: offset as u64,
             written_ms: self.clock.now_millis(),

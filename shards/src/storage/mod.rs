@@ -361,7 +361,11 @@ impl Storage {
     }
 
     /// Write a segment object. It is created, never overwritten: a name in use is an error.
-    pub async fn put_segment(&self, id: SegmentId, payload: PutPayload) -> Result<(), StorageError> {
+    pub async fn put_segment(
+        &self,
+        id: SegmentId,
+        payload: PutPayload,
+    ) -> Result<(), StorageError> {
         let segments = self.segments.clone();
         self.on_sidecar(async move {
             let options = PutOptions::from(PutMode::Create);
@@ -411,7 +415,11 @@ impl Storage {
     pub async fn list_segments(&self) -> Result<Vec<(SegmentId, u64)>, StorageError> {
         let segments = self.segments.clone();
         self.on_sidecar(async move {
-            let listed: Vec<_> = segments.store.list(Some(&segments.root)).try_collect().await?;
+            let listed: Vec<_> = segments
+                .store
+                .list(Some(&segments.root))
+                .try_collect()
+                .await?;
             Ok(listed
                 .into_iter()
                 .filter_map(|meta| Some((segments.id_of(&meta.location)?, meta.size)))

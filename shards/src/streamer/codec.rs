@@ -291,7 +291,15 @@ mod tests {
     ) -> Bytes {
         let mut w = ChunkWriter::default();
         let body = Bytes::copy_from_slice(body);
-        encode_record_into(&mut w, sealing, seq_num, timestamp, expires_at_ms, headers, &body);
+        encode_record_into(
+            &mut w,
+            sealing,
+            seq_num,
+            timestamp,
+            expires_at_ms,
+            headers,
+            &body,
+        );
         let mut all = BytesMut::new();
         for c in w.finish() {
             all.put_slice(&c);

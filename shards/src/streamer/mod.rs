@@ -242,7 +242,9 @@ impl Streamer {
         let uncapped = config.timestamping_uncapped;
         let arrival = s.clock.now_millis();
         let expires_at_ms = match config.retention_policy {
-            RetentionPolicy::Age(secs) => Some(arrival.saturating_add(secs.get().saturating_mul(1000))),
+            RetentionPolicy::Age(secs) => {
+                Some(arrival.saturating_add(secs.get().saturating_mul(1000)))
+            }
             RetentionPolicy::Infinite => None,
         };
         let id = s.meta.id.0;

@@ -1,0 +1,649 @@
+//! The segment log against a faulty object store, and reclaiming its space.
+//!
+//! Faults: a segment PUT that fails, one that lands but reports failure, an index write
+//! that fails, and ranged GETs that fail or return short or damaged bytes. What must hold
+//! for each: a clear error, acknowledgements a dense prefix, nothing unacknowledged
+//! visible after reopening, no panic. Reclaiming: trims, expiry, stream and basin deletion
+//! each bring the store's segment objects and bytes back down.
+
+mod common;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::num::NonZeroU64;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use slatedb::object_store::memory::InMemory;
+use slatedb::object_store::path::Path;
+use slatedb::object_store::{
+    self, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload,
+    ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+use sluice_shards::clock::Clock;
+use sluice_shards::config::{BasinConfig, RetentionPolicy, StreamConfigSpec};
+use sluice_shards::names::{BasinName, StreamName};
+use sluice_shards::records::{AppendBatch, AppendRecord, Header, SequencedRecord};
+use sluice_shards::streamer::{AutoCreate, ReadItem, ReadLimits, ReadRequest, ReadStart};
+use sluice_shards::{EngineError, EngineOptions, Shard, StorageError};
+
+/// What the store does wrong, switched by the test while appends are in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Fault {
+    None = 0,
+    /// Segment PUTs fail before writing anything.
+    SegmentPutFails,
+    /// Segment PUTs write the object, then report failure.
+    SegmentPutLies,
+    /// SlateDB's WAL uploads (which carry every index write) fail.
+    IndexWriteFails,
+    /// Ranged GETs of segments fail.
+    GetFails,
+    /// Ranged GETs of segments return one byte short.
+    GetTruncated,
+    /// Ranged GETs of segments return one byte flipped.
+    GetCorrupt,
+}
+
+#[derive(Debug)]
+struct FaultyStore {
+    inner: Arc<dyn ObjectStore>,
+    fault: Arc<AtomicU8>,
+    /// Objects written by PUTs that reported failure.
+    lied_about: Arc<Mutex<Vec<Path>>>,
+}
+
+impl FaultyStore {
+    fn fault(&self) -> u8 {
+        self.fault.load(Ordering::SeqCst)
+    }
+}
+
+impl fmt::Display for FaultyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FaultyStore({})", self.inner)
+    }
+}
+
+fn injected() -> object_store::Error {
+    // An error neither SlateDB nor the store client retries, so it reaches the engine.
+    object_store::Error::NotImplemented {
+        operation: "injected fault".to_owned(),
+        implementer: "FaultyStore".to_owned(),
+    }
+}
+
+fn is_segment(location: &Path) -> bool {
+    location.as_ref().starts_with(SEGMENTS_ROOT)
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for FaultyStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        let fault = self.fault();
+        if is_segment(location) && fault == Fault::SegmentPutFails as u8 {
+            return Err(injected());
+        }
+        if is_segment(location) && fault == Fault::SegmentPutLies as u8 {
+            self.inner.put_opts(location, payload, opts).await?;
+            self.lied_about.lock().unwrap().push(location.clone());
+            return Err(injected());
+        }
+        if location.as_ref().contains("/wal/") && fault == Fault::IndexWriteFails as u8 {
+            return Err(injected());
+        }
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        let fault = self.fault();
+        if !is_segment(location) || options.range.is_none() {
+            return self.inner.get_opts(location, options).await;
+        }
+        if fault == Fault::GetFails as u8 {
+            return Err(injected());
+        }
+        let result = self.inner.get_opts(location, options).await?;
+        if fault != Fault::GetTruncated as u8 && fault != Fault::GetCorrupt as u8 {
+            return Ok(result);
+        }
+        let (meta, range, attributes, extensions) = (
+            result.meta.clone(),
+            result.range.clone(),
+            result.attributes.clone(),
+            result.extensions.clone(),
+        );
+        let mut bytes = result.bytes().await?.to_vec();
+        if fault == Fault::GetTruncated as u8 {
+            bytes.pop();
+        } else if let Some(b) = bytes.last_mut() {
+            *b ^= 0x01;
+        }
+        let body = futures::stream::once(async move { Ok(Bytes::from(bytes)) }).boxed();
+        Ok(GetResult {
+            payload: GetResultPayload::Stream(body),
+            meta,
+            range,
+            attributes,
+            extensions,
+        })
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+const SEGMENTS_ROOT: &str = "sluice-segments";
+const STREAMS: usize = 8;
+const ACKED_FIRST: usize = 5;
+const IN_FLIGHT: usize = 10;
+
+fn basin() -> BasinName {
+    "segment-basin".parse().unwrap()
+}
+
+fn stream(i: usize) -> StreamName {
+    format!("s{i}").parse().unwrap()
+}
+
+fn body(stream: usize, seq: usize) -> Bytes {
+    Bytes::from(format!("stream-{stream}-record-{seq}"))
+}
+
+fn batch(stream: usize, seq: usize) -> AppendBatch {
+    let record = AppendRecord {
+        timestamp: None,
+        headers: Vec::new(),
+        body: body(stream, seq),
+    };
+    AppendBatch::new(vec![record], None, None).unwrap()
+}
+
+fn big_batch(fill: u8) -> AppendBatch {
+    let record = AppendRecord {
+        timestamp: None,
+        headers: vec![Header {
+            name: Bytes::from_static(b"k"),
+            value: Bytes::from_static(b"v"),
+        }],
+        body: Bytes::from(vec![fill; 256 << 10]),
+    };
+    AppendBatch::new(vec![record], None, None).unwrap()
+}
+
+async fn setup(shard: &Rc<Shard>, spec: StreamConfigSpec, streams: usize) {
+    let _ = shard
+        .create_basin(basin(), BasinConfig::default(), None)
+        .await;
+    for i in 0..streams {
+        shard
+            .create_stream(basin(), stream(i), spec.clone(), None)
+            .await
+            .unwrap();
+    }
+}
+
+async fn append_now(shard: &Rc<Shard>, i: usize, b: AppendBatch) -> Result<u64, EngineError> {
+    let pending = shard
+        .append(basin(), stream(i), b, None, AutoCreate::No)
+        .await?;
+    pending.wait().await.map(|ack| ack.start.seq_num)
+}
+
+fn faulty(fault: &Arc<AtomicU8>) -> (Arc<dyn ObjectStore>, Arc<FaultyStore>) {
+    let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let store = Arc::new(FaultyStore {
+        inner: inner.clone(),
+        fault: fault.clone(),
+        lied_about: Arc::default(),
+    });
+    (inner, store)
+}
+
+/// Per stream: the results of `ACKED_FIRST` appends, then of `IN_FLIGHT` more submitted
+/// together across all streams while `fault` holds; then the tails, then (with the fault
+/// cleared) one more append per stream.
+type Outcome = (
+    Vec<Vec<Result<u64, EngineError>>>,
+    Vec<u64>,
+    Vec<Result<u64, EngineError>>,
+);
+
+fn run_under_fault(store: Arc<dyn ObjectStore>, fault: Arc<AtomicU8>, kind: Fault) -> Outcome {
+    common::on_one_shard(store, EngineOptions::default(), move |shard| {
+        let fault = fault.clone();
+        async move {
+            setup(&shard, StreamConfigSpec::default(), STREAMS).await;
+            let mut results: Vec<Vec<_>> = vec![Vec::new(); STREAMS];
+            for seq in 0..ACKED_FIRST {
+                for (i, r) in results.iter_mut().enumerate() {
+                    r.push(append_now(&shard, i, batch(i, seq)).await);
+                }
+            }
+            fault.store(kind as u8, Ordering::SeqCst);
+            let mut pending = Vec::new();
+            for seq in ACKED_FIRST..ACKED_FIRST + IN_FLIGHT {
+                for i in 0..STREAMS {
+                    let p = shard
+                        .append(basin(), stream(i), batch(i, seq), None, AutoCreate::No)
+                        .await;
+                    pending.push((i, p));
+                }
+            }
+            for (i, p) in pending {
+                results[i].push(match p {
+                    Ok(p) => p.wait().await.map(|a| a.start.seq_num),
+                    Err(e) => Err(e),
+                });
+            }
+            let mut tails = Vec::new();
+            for i in 0..STREAMS {
+                let tail = shard
+                    .check_tail(basin(), stream(i), AutoCreate::No)
+                    .await
+                    .unwrap();
+                tails.push(tail.seq_num);
+            }
+            fault.store(Fault::None as u8, Ordering::SeqCst);
+            let mut after = Vec::new();
+            for (i, &tail) in tails.iter().enumerate() {
+                after.push(append_now(&shard, i, batch(i, tail as usize)).await);
+            }
+            (results, tails, after)
+        }
+    })
+}
+
+fn read_all(store: Arc<dyn ObjectStore>) -> Vec<Vec<SequencedRecord>> {
+    common::on_one_shard(store, EngineOptions::default(), |shard| async move {
+        let mut out = Vec::new();
+        for i in 0..STREAMS {
+            out.push(common::read_from(&shard, basin(), stream(i), 0).await);
+        }
+        out
+    })
+}
+
+/// The checks every write fault shares. `exact`: nothing unacknowledged may be visible
+/// after reopening (true when the failed write cannot have landed). `resumes`: once the
+/// store works again the stream appends at its durable tail without a restart (SlateDB
+/// keeps a failed WAL write's error until it is reopened, so index write faults do not).
+fn check_write_fault(kind: Fault, exact: bool, resumes: bool) -> Arc<FaultyStore> {
+    let fault = Arc::new(AtomicU8::new(0));
+    let (inner, store) = faulty(&fault);
+    let (results, tails, after) = run_under_fault(store.clone(), fault, kind);
+    let mut acked = Vec::new();
+    for (i, r) in results.iter().enumerate() {
+        let n = r.iter().take_while(|r| r.is_ok()).count();
+        assert!(
+            n >= ACKED_FIRST,
+            "{kind:?}: appends before the fault were acknowledged"
+        );
+        assert!(
+            n < r.len(),
+            "{kind:?}: the fault failed stream {i}'s appends in flight"
+        );
+        assert!(
+            r[n..]
+                .iter()
+                .all(|r| matches!(r, Err(EngineError::Storage(_)))),
+            "{kind:?}: after a failure only storage errors follow: {r:?}"
+        );
+        for (seq, result) in r[..n].iter().enumerate() {
+            assert_eq!(
+                result.as_ref().ok(),
+                Some(&(seq as u64)),
+                "{kind:?}: acks dense"
+            );
+        }
+        assert_eq!(
+            tails[i], n as u64,
+            "{kind:?}: the tail fell back to the durable one"
+        );
+        if resumes {
+            assert_eq!(
+                after[i].as_ref().ok(),
+                Some(&(n as u64)),
+                "{kind:?}: appending resumes at the durable tail: {:?}",
+                after[i]
+            );
+            acked.push(n + 1);
+        } else {
+            assert!(
+                matches!(after[i], Err(EngineError::Storage(_))),
+                "{kind:?}: a clear storage error until the restart: {:?}",
+                after[i]
+            );
+            acked.push(n);
+        }
+    }
+    let stored = read_all(inner);
+    for (i, records) in stored.iter().enumerate() {
+        assert!(
+            records.len() >= acked[i],
+            "{kind:?}: stream {i} lost acknowledged records"
+        );
+        if exact {
+            assert_eq!(
+                records.len(),
+                acked[i],
+                "{kind:?}: stream {i} shows unacknowledged records"
+            );
+        }
+        for (seq, r) in records.iter().enumerate() {
+            assert_eq!(r.seq_num, seq as u64, "{kind:?}: no gap, no duplicate");
+            assert_eq!(r.body, body(i, seq), "{kind:?}: byte for byte");
+        }
+    }
+    store
+}
+
+#[test]
+fn a_failed_segment_put_fails_its_appends_and_hides_them() {
+    check_write_fault(Fault::SegmentPutFails, true, true);
+}
+
+#[test]
+fn a_segment_put_that_lands_but_reports_failure_is_never_read_and_is_reclaimed() {
+    let store = check_write_fault(Fault::SegmentPutLies, true, true);
+    let lied = store.lied_about.lock().unwrap().clone();
+    assert!(!lied.is_empty(), "the fault hit segment PUTs");
+    // The store reopened by `read_all` sweeps what it finds; give it a run of its own.
+    let inner = store.inner.clone();
+    let left = common::on_one_shard(inner.clone(), EngineOptions::default(), move |_shard| {
+        let (inner, lied) = (inner.clone(), lied.clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let names = segment_names(&inner).await;
+                let left: Vec<_> = lied
+                    .iter()
+                    .filter(|p| names.contains(*p))
+                    .cloned()
+                    .collect();
+                if left.is_empty() || Instant::now() > deadline {
+                    return left;
+                }
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    assert!(
+        left.is_empty(),
+        "objects of failed PUTs were never reclaimed: {left:?}"
+    );
+}
+
+#[test]
+fn a_failed_index_write_fails_its_appends_and_loses_nothing_acknowledged() {
+    // A failed index write may still land, so unacknowledged records may show after a
+    // restart, but only as a dense continuation of what was acknowledged.
+    check_write_fault(Fault::IndexWriteFails, false, false);
+}
+
+#[test]
+fn damaged_or_failed_reads_are_clear_errors() {
+    let fault = Arc::new(AtomicU8::new(0));
+    let (_inner, store) = faulty(&fault);
+    let options = EngineOptions {
+        // Every read goes to the store.
+        segment_cache_bytes: 0,
+        ..EngineOptions::default()
+    };
+    let outcomes = common::on_one_shard(store, options, move |shard| {
+        let fault = fault.clone();
+        async move {
+            setup(&shard, StreamConfigSpec::default(), 1).await;
+            for fill in 0..4u8 {
+                append_now(&shard, 0, big_batch(fill)).await.unwrap();
+            }
+            let mut outcomes = Vec::new();
+            for kind in [
+                Fault::GetFails,
+                Fault::GetTruncated,
+                Fault::GetCorrupt,
+                Fault::None,
+            ] {
+                fault.store(kind as u8, Ordering::SeqCst);
+                outcomes.push((kind, read_result(&shard).await));
+            }
+            outcomes
+        }
+    });
+    for (kind, outcome) in outcomes {
+        match kind {
+            Fault::None => {
+                let records = outcome.expect("reads work again once the store does");
+                assert_eq!(records.len(), 4);
+                for (i, r) in records.iter().enumerate() {
+                    assert_eq!(r.body, Bytes::from(vec![i as u8; 256 << 10]));
+                }
+            }
+            Fault::GetFails => assert!(
+                matches!(
+                    outcome,
+                    Err(EngineError::Storage(StorageError::ObjectStore(_)))
+                ),
+                "{kind:?}: {outcome:?}"
+            ),
+            _ => assert!(
+                matches!(
+                    outcome,
+                    Err(EngineError::Storage(StorageError::Corrupt { .. }))
+                ),
+                "{kind:?}: {outcome:?}"
+            ),
+        }
+    }
+}
+
+async fn read_result(shard: &Rc<Shard>) -> Result<Vec<SequencedRecord>, EngineError> {
+    let request = ReadRequest {
+        start: ReadStart::SeqNum(0),
+        clamp: true,
+        limits: ReadLimits {
+            count: Some(100),
+            ..Default::default()
+        },
+        wait: None,
+        key: None,
+    };
+    let mut session = shard
+        .read(basin(), stream(0), request, AutoCreate::No)
+        .await?;
+    let mut out = Vec::new();
+    while let Some(item) = session.0.next().await {
+        match item {
+            ReadItem::Batch(b) => out.extend(b.records),
+            ReadItem::Heartbeat(_) => {}
+            ReadItem::Error(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+async fn segment_names(store: &Arc<dyn ObjectStore>) -> HashSet<Path> {
+    segments_in(store)
+        .await
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect()
+}
+
+async fn segments_in(store: &Arc<dyn ObjectStore>) -> Vec<(Path, u64)> {
+    let root = Path::from(SEGMENTS_ROOT);
+    let listed: Vec<ObjectMeta> = store.list(Some(&root)).try_collect().await.unwrap();
+    listed.into_iter().map(|m| (m.location, m.size)).collect()
+}
+
+/// Bytes of segment objects in the store.
+async fn segment_bytes(store: &Arc<dyn ObjectStore>) -> u64 {
+    segments_in(store).await.iter().map(|(_, size)| size).sum()
+}
+
+/// Poll until the store's segment bytes are at most `bound`; the bytes last seen.
+async fn bytes_fall_to(store: &Arc<dyn ObjectStore>, bound: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let bytes = segment_bytes(store).await;
+        if bytes <= bound || Instant::now() > deadline {
+            return bytes;
+        }
+        glommio::timer::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn trim_to(seq_num: u64) -> AppendBatch {
+    let trim = AppendRecord {
+        timestamp: None,
+        headers: vec![Header {
+            name: Bytes::new(),
+            value: Bytes::from_static(b"trim"),
+        }],
+        body: Bytes::copy_from_slice(&seq_num.to_be_bytes()),
+    };
+    AppendBatch::new(vec![trim], None, None).unwrap()
+}
+
+const MIB: u64 = 1 << 20;
+
+#[test]
+fn trims_expiry_and_deletions_give_the_bytes_back() {
+    let clock = Clock::system();
+    let options = EngineOptions {
+        clock: clock.clone(),
+        deletion_delay: Duration::from_millis(100),
+        ..EngineOptions::default()
+    };
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let observed = common::on_one_shard(store.clone(), options, move |shard| {
+        let (store, clock) = (store.clone(), clock.clone());
+        async move {
+            let mut seen = Vec::new();
+            setup(&shard, StreamConfigSpec::default(), 3).await;
+            let hour = NonZeroU64::new(3600).unwrap();
+            shard
+                .create_stream(
+                    basin(),
+                    "expiring".parse().unwrap(),
+                    StreamConfigSpec {
+                        retention_policy: Some(RetentionPolicy::Age(hour)),
+                        ..Default::default()
+                    },
+                    None,
+                )
+                .await
+                .unwrap();
+            // 4 MiB into each of three streams and the expiring one: 16 MiB.
+            for n in 0..16u8 {
+                for i in 0..3 {
+                    append_now(&shard, i, big_batch(n)).await.unwrap();
+                }
+                shard
+                    .append(
+                        basin(),
+                        "expiring".parse().unwrap(),
+                        big_batch(n),
+                        None,
+                        AutoCreate::No,
+                    )
+                    .await
+                    .unwrap()
+                    .wait()
+                    .await
+                    .unwrap();
+            }
+            let full = segment_bytes(&store).await;
+            seen.push(("appended", full));
+
+            // Trim stream 0 to its last record: its other 15 runs go.
+            append_now(&shard, 0, trim_to(15)).await.unwrap();
+            seen.push(("trimmed", bytes_fall_to(&store, full - 3 * MIB).await));
+            assert_eq!(
+                common::read_from(&shard, basin(), stream(0), 0).await.len(),
+                2
+            );
+
+            // Two hours on, the expiring stream's records are all past retention.
+            clock.advance(Duration::from_secs(7200));
+            seen.push(("expired", bytes_fall_to(&store, full - 7 * MIB).await));
+            assert!(
+                common::read_from(&shard, basin(), "expiring".parse().unwrap(), 0)
+                    .await
+                    .is_empty()
+            );
+
+            shard.delete_stream(basin(), stream(1)).await.unwrap();
+            seen.push((
+                "stream deleted",
+                bytes_fall_to(&store, full - 11 * MIB).await,
+            ));
+            assert_eq!(
+                common::read_from(&shard, basin(), stream(2), 0).await.len(),
+                16
+            );
+
+            shard.delete_basin(basin()).await.unwrap();
+            seen.push(("basin deleted", bytes_fall_to(&store, 0).await));
+            (full, seen)
+        }
+    });
+    let (full, seen) = observed;
+    assert!(full >= 16 * MIB, "the appends are in segments: {seen:?}");
+    let bound = |stage: &str| match stage {
+        "trimmed" => full - 3 * MIB,
+        "expired" => full - 7 * MIB,
+        "stream deleted" => full - 11 * MIB,
+        _ => 0,
+    };
+    for (stage, bytes) in &seen[1..] {
+        assert!(
+            *bytes <= bound(stage),
+            "after {stage}: {bytes} bytes left of {full}: {seen:?}"
+        );
+    }
+}
