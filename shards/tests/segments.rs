@@ -25,10 +25,14 @@ use slatedb::object_store::{
     self, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload,
     ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
+use sluice_shards::catalogue::StreamMeta;
 use sluice_shards::clock::Clock;
 use sluice_shards::config::{BasinConfig, RetentionPolicy, StreamConfigSpec};
 use sluice_shards::names::{BasinName, StreamName};
 use sluice_shards::records::{AppendBatch, AppendRecord, Header, SequencedRecord};
+use sluice_shards::segments::index::BatchEntry;
+use sluice_shards::storage::keys::{self, KeyKind};
+use sluice_shards::storage::Storage;
 use sluice_shards::streamer::{AutoCreate, ReadItem, ReadLimits, ReadRequest, ReadStart};
 use sluice_shards::{EngineError, EngineOptions, Shard, StorageError};
 
@@ -646,4 +650,100 @@ fn trims_expiry_and_deletions_give_the_bytes_back() {
             "after {stage}: {bytes} bytes left of {full}: {seen:?}"
         );
     }
+}
+
+/// The segment each of stream `name`'s runs lives in, in seq_num order.
+async fn run_segments(storage: &Storage, name: &StreamName) -> Vec<u128> {
+    let meta = storage
+        .get(keys::stream_meta(&basin(), name))
+        .await
+        .unwrap()
+        .expect("stream metadata");
+    let meta: StreamMeta = serde_json::from_slice(&meta).unwrap();
+    let rows = storage
+        .scan(
+            keys::stream_id_range(KeyKind::BatchIndex, meta.id.0),
+            usize::MAX,
+        )
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|(_, v)| BatchEntry::decode(v).expect("index entry").segment.0)
+        .collect()
+}
+
+#[test]
+fn a_mostly_dead_segment_is_compacted_without_changing_reads() {
+    let options = EngineOptions {
+        deletion_delay: Duration::from_millis(100),
+        ..EngineOptions::default()
+    };
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let (before, after, records, left) =
+        common::with_storage(store.clone(), options, move |shard, storage| {
+            let store = store.clone();
+            async move {
+                setup(&shard, StreamConfigSpec::default(), 2).await;
+                for i in 0..2 {
+                    append_now(&shard, i, batch(i, 0)).await.unwrap();
+                }
+                // Submitted together, so both runs share one segment: 768 KiB of stream 0
+                // and 256 KiB of stream 1.
+                let dead = AppendBatch::new(
+                    (0..3)
+                        .map(|n| big_batch(n).into_records().remove(0))
+                        .collect(),
+                    None,
+                    None,
+                )
+                .unwrap();
+                let p0 = shard
+                    .append(basin(), stream(0), dead, None, AutoCreate::No)
+                    .await
+                    .unwrap();
+                let p1 = shard
+                    .append(basin(), stream(1), big_batch(7), None, AutoCreate::No)
+                    .await
+                    .unwrap();
+                p0.wait().await.unwrap();
+                p1.wait().await.unwrap();
+                let before = run_segments(&storage, &stream(1)).await;
+                assert_eq!(
+                    run_segments(&storage, &stream(0)).await[1],
+                    before[1],
+                    "both runs went into one segment"
+                );
+                shard.delete_stream(basin(), stream(0)).await.unwrap();
+                let deadline = Instant::now() + Duration::from_secs(30);
+                let mut after = before.clone();
+                while Instant::now() < deadline {
+                    after = run_segments(&storage, &stream(1)).await;
+                    let names = segments_in(&store).await;
+                    let old_gone = !names
+                        .iter()
+                        .any(|(p, _)| p.as_ref().ends_with(&format!("{:016x}", before[1] as u64)));
+                    if after[1] != before[1] && old_gone {
+                        break;
+                    }
+                    glommio::timer::sleep(Duration::from_millis(100)).await;
+                }
+                let records = common::read_from(&shard, basin(), stream(1), 0).await;
+                (before, after, records, segment_bytes(&store).await)
+            }
+        });
+    assert_ne!(
+        after[1], before[1],
+        "the live run was moved to a new segment"
+    );
+    assert_eq!(
+        after[0], before[0],
+        "runs in segments that are all live stay"
+    );
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0].body, body(1, 0));
+    assert_eq!(records[1].body, Bytes::from(vec![7u8; 256 << 10]));
+    assert!(
+        left < 600 << 10,
+        "the dead megabyte was given back: {left} bytes of segments left"
+    );
 }

@@ -5,7 +5,8 @@
 //! response is exactly what the server chose to send for that request.
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -704,4 +705,99 @@ pub async fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+const MOTO_STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A moto S3 server (the S3-compatible test server from PyPI) on a free loopback port, killed on drop.
+pub struct Moto {
+    child: Child,
+    port: u16,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let binary = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server");
+        if !binary.exists() {
+            panic!(
+                "{} is missing: run `make test`, which creates the virtualenv with moto[server]",
+                binary.display()
+            );
+        }
+        let port = free_port();
+        let port_text = port.to_string();
+        let child = Command::new(&binary)
+            .args(["-H", "127.0.0.1", "-p", port_text.as_str()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {}: {err}", binary.display()));
+        let mut moto = Moto { child, port };
+
+        let deadline = Instant::now() + MOTO_STARTUP_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = moto.child.try_wait() {
+                panic!("moto_server exited during startup: {status}");
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                let probe = format!(
+                    "GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+                );
+                if send_raw(port, probe.as_bytes(), Duration::from_secs(5))
+                    .response()
+                    .is_some()
+                {
+                    return moto;
+                }
+            }
+            if Instant::now() >= deadline {
+                panic!("moto_server did not answer HTTP on port {port} within {MOTO_STARTUP_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// moto accepts unsigned requests, so a bare `PUT /<bucket>` creates the bucket.
+    pub fn create_bucket(&self, bucket: &str) {
+        let response = http(self.port, "PUT", &format!("/{bucket}"), &[], b"");
+        assert_eq!(
+            response.status,
+            200,
+            "creating bucket {bucket}: {:?}",
+            response.text()
+        );
+    }
+}
+
+impl Moto {
+    /// A Sluice server started with `args` and the environment that points it at moto.
+    pub fn server(&self, args: &[&str]) -> Server {
+        let endpoint = self.endpoint();
+        let env = [
+            ("AWS_ENDPOINT_URL_S3", endpoint.as_str()),
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_ALLOW_HTTP", "true"),
+        ];
+        Server::start_with_env(args, &env)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address").port()
 }

@@ -2,7 +2,8 @@
 //! is deleted, and a segment object goes once no reference to it is left.
 //!
 //! - Trims and deletions drop runs on the stream's owner ([`Shard::drop_runs`]): each
-//!   run's index entry, timestamp entry and segment reference go in one durable write.
+//!   run's index entry, timestamp entry and segment reference go in one durable
+//!   transaction, guarded against a compaction moving the run at the same moment.
 //! - The sweep, on shard 0 every [`RECLAIM_TICK`], walks segment records
 //!   [`SWEEP_SEGMENTS_PER_TICK`] at a time: references whose runs have all expired are
 //!   dropped (with their index entries), and a segment with no reference left is deleted,
@@ -11,6 +12,14 @@
 //!   one batch), so a segment seen empty stays empty.
 //! - At start, objects that have no segment record and were not named by this process are
 //!   orphans of a crash between a PUT and its index write, and are deleted.
+//! - Compaction bounds space amplification: a segment of at least [`COMPACT_MIN_BYTES`]
+//!   whose live bytes fall below [`COMPACT_LIVE_PERCENT`] of its size has its live runs
+//!   copied, as they are, into a new segment; one transaction then re-points each run whose
+//!   index entry still names the old place (a run trimmed or deleted meanwhile conflicts
+//!   or fails its guard, and stays dropped), and the old segment empties and goes on a
+//!   later sweep. So at rest, every segment at least `COMPACT_MIN_BYTES` large is at least
+//!   half live: stored bytes are at most 2× the live bytes plus less than
+//!   `COMPACT_MIN_BYTES` per sparse small segment.
 //!
 //! The bound: a segment is deleted within one full sweep after its last run was dropped,
 //! i.e. within `segments / SWEEP_SEGMENTS_PER_TICK` ticks (a few seconds for a store of a
@@ -24,16 +33,22 @@ use bytes::Bytes;
 use slatedb::WriteBatch;
 use tracing::{debug, warn};
 
+use super::format::{self, HEADER_BYTES};
 use super::index::{BatchEntry, SegmentRecord, SegmentRef};
 use super::SegmentId;
 use crate::error::{EngineError, Result, StorageError};
 use crate::shard::Shard;
 use crate::storage::keys::{self, KeyKind};
+use crate::storage::Guarded;
 
 /// How often shard 0 sweeps a page of segments.
 pub const RECLAIM_TICK: Duration = Duration::from_secs(1);
 /// Segment records one sweep step reads.
 pub const SWEEP_SEGMENTS_PER_TICK: usize = 1000;
+/// Segments smaller than this are never compacted: rewriting them buys little.
+pub const COMPACT_MIN_BYTES: u64 = 1 << 20;
+/// A segment whose live share falls below this percentage is compacted.
+pub const COMPACT_LIVE_PERCENT: u64 = 50;
 /// Index entries one step of dropping runs reads and deletes.
 const DROP_PAGE_RUNS: usize = 5000;
 
@@ -83,21 +98,33 @@ impl Shard {
             };
             let mut next = last.to_vec();
             next.push(0);
-            let mut batch = WriteBatch::new();
+            let mut guards = Vec::with_capacity(rows.len());
             for (key, value) in &rows {
                 let entry =
                     BatchEntry::decode(value).ok_or_else(|| corrupt(key, "bad index entry"))?;
                 let last = entry.last_seq_num();
-                batch.delete(key);
-                batch.delete(keys::segment_ref(entry.segment.0, id, last));
-                batch.delete(keys::timestamp_index(
-                    id,
-                    entry.last_timestamp,
-                    entry.first_seq_num,
-                ));
+                // Guarded: a compaction may move the run (and its reference) meanwhile.
+                guards.push(Guarded {
+                    key: key.clone(),
+                    expected: value.clone(),
+                    puts: Vec::new(),
+                    deletes: vec![
+                        key.clone(),
+                        keys::segment_ref(entry.segment.0, id, last),
+                        keys::timestamp_index(id, entry.last_timestamp, entry.first_seq_num),
+                    ],
+                });
             }
-            self.storage.write(batch).await?;
-            start = Bytes::from(next);
+            let count = guards.len();
+            if self
+                .storage
+                .write_where_unchanged(guards, Vec::new())
+                .await?
+                == count
+            {
+                start = Bytes::from(next);
+            }
+            // Otherwise a run moved under us: read the page again.
         }
     }
 
@@ -143,6 +170,7 @@ impl Shard {
             )
             .await?;
         let mut live_bytes = 0u64;
+        let mut live = Vec::new();
         let mut expired = WriteBatch::new();
         for (key, value) in &refs {
             let (Some(r), Some((id, last))) =
@@ -156,6 +184,7 @@ impl Shard {
                 expired.delete(keys::timestamp_index(id, r.last_timestamp, r.first_seq_num));
             } else {
                 live_bytes += u64::from(r.length);
+                live.push((id, last));
             }
         }
         if !expired.is_empty() {
@@ -167,8 +196,91 @@ impl Shard {
             batch.delete(keys::segment(segment.0));
             self.storage.write(batch).await?;
             debug!(segment = %format!("{:032x}", segment.0), bytes = record.object_bytes, "segment reclaimed");
+        } else if record.object_bytes >= COMPACT_MIN_BYTES
+            && live_bytes * 100 < record.object_bytes * COMPACT_LIVE_PERCENT
+        {
+            self.compact(segment, &live).await?;
         }
         Ok(())
+    }
+
+    /// Copy the live runs `(stream id, last seq_num)` of `segment` into a new segment and
+    /// re-point their index entries at it.
+    async fn compact(&self, segment: SegmentId, live: &[(u128, u64)]) -> Result<()> {
+        let mut runs = Vec::with_capacity(live.len());
+        for &(id, last) in live {
+            let key = keys::batch_index(id, last);
+            let Some(value) = self.storage.get(key.clone()).await? else {
+                continue;
+            };
+            let entry =
+                BatchEntry::decode(&value).ok_or_else(|| corrupt(&key, "bad index entry"))?;
+            if entry.segment != segment {
+                continue;
+            }
+            runs.push((id, key, value, entry));
+        }
+        let fetched = futures::future::try_join_all(runs.iter().map(|(_, _, _, e)| {
+            let start = u64::from(e.offset);
+            self.storage
+                .get_segment_range(segment, start..start + u64::from(e.length))
+        }))
+        .await?;
+        let target = self.storage.new_segment_id();
+        let mut payload = vec![format::encode_header(target)];
+        let mut offset = HEADER_BYTES as u32;
+        let mut guards = Vec::with_capacity(runs.len());
+        for ((id, key, value, entry), bytes) in runs.into_iter().zip(fetched) {
+            // Runs move byte for byte: the checksum does not cover where a run sits.
+            format::check_run(bytes.clone(), id, entry.first_seq_num, entry.record_count)
+                .map_err(|e| corrupt(&key, &e.to_string()))?;
+            let moved = BatchEntry {
+                segment: target,
+                offset,
+                ..entry
+            };
+            offset += entry.length;
+            payload.push(bytes);
+            let last = entry.last_seq_num();
+            guards.push(Guarded {
+                key: key.clone(),
+                expected: value,
+                puts: vec![
+                    (key, moved.encode()),
+                    (
+                        keys::segment_ref(target.0, id, last),
+                        moved.reference().encode(),
+                    ),
+                ],
+                deletes: vec![keys::segment_ref(segment.0, id, last)],
+            });
+        }
+        if guards.is_empty() {
+            return Ok(());
+        }
+        let record = SegmentRecord {
+            object_bytes: u64::from(offset),
+            written_ms: self.clock.now_millis(),
+        };
+        self.storage
+            .put_segment(target, payload.into_iter().collect())
+            .await?;
+        // The new segment's record goes in whatever happens to the guards, so a copy that
+        // nothing ends up pointing to is swept like any empty segment.
+        let always = vec![(keys::segment(target.0), record.encode())];
+        match self.storage.write_where_unchanged(guards, always).await {
+            Ok(moved) => {
+                debug!(from = %format!("{:032x}", segment.0), to = %format!("{:032x}", target.0), moved, "segment compacted");
+                Ok(())
+            }
+            Err(e) => {
+                // A conflict with a concurrent trim or deletion: the next sweep tries again.
+                let mut batch = WriteBatch::new();
+                batch.put(keys::segment(target.0), record.encode());
+                self.storage.write(batch).await?;
+                Err(e.into())
+            }
+        }
     }
 
     /// Delete segment objects that no segment record knows and that an earlier process

@@ -241,6 +241,14 @@ fn object_store_for(location: &StorageLocation) -> Result<Arc<dyn ObjectStore>, 
     })
 }
 
+/// Writes that apply only while `key` still holds `expected` ([`Storage::write_where_unchanged`]).
+pub struct Guarded {
+    pub key: Bytes,
+    pub expected: Bytes,
+    pub puts: Vec<(Bytes, Bytes)>,
+    pub deletes: Vec<Bytes>,
+}
+
 /// An applied write whose durability can be awaited with [`Storage::durable`].
 pub struct Durability(slatedb::WriteHandle);
 
@@ -424,6 +432,42 @@ impl Storage {
                 .into_iter()
                 .filter_map(|meta| Some((segments.id_of(&meta.location)?, meta.size)))
                 .collect())
+        })
+        .await
+    }
+
+    /// In one durable transaction: for each guard whose key still holds its expected value,
+    /// apply its writes; then `always`. Returns how many guards held. A concurrent write to
+    /// a guarded key aborts the whole transaction with an error, and nothing is written.
+    pub async fn write_where_unchanged(
+        &self,
+        guards: Vec<Guarded>,
+        always: Vec<(Bytes, Bytes)>,
+    ) -> Result<usize, StorageError> {
+        let (db, flush_wanted) = (self.db.clone(), self.flush_wanted.clone());
+        self.on_sidecar(async move {
+            let txn = db.begin(slatedb::IsolationLevel::Snapshot)?;
+            let mut held = 0;
+            for guard in guards {
+                if txn.get(&guard.key).await?.as_deref() != Some(&guard.expected[..]) {
+                    continue;
+                }
+                held += 1;
+                for (key, value) in guard.puts {
+                    txn.put(key, value)?;
+                }
+                for key in guard.deletes {
+                    txn.delete(key)?;
+                }
+            }
+            for (key, value) in always {
+                txn.put(key, value)?;
+            }
+            if let Some(handle) = txn.commit().await? {
+                flush_wanted.notify_one();
+                handle.await_durable().await?;
+            }
+            Ok(held)
         })
         .await
     }

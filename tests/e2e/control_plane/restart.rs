@@ -4,10 +4,7 @@
 //! Placement of streams on shards is a runtime fact only (DESIGN.md), so the same data must
 //! read back identically whatever `--shards` the restarted server runs with.
 
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use s2_sdk::types::{
     BasinConfig, BasinReconfiguration, CreateBasinInput, CreateStreamInput, DeleteOnEmptyConfig,
@@ -18,87 +15,8 @@ use s2_sdk::S2;
 use serde_json::{json, Map, Value};
 
 use crate::harness::{
-    basin_name, encode, expect_server_error, get, http, send_raw, stream_name, Server,
+    basin_name, encode, expect_server_error, get, http, stream_name, Moto, Server,
 };
-
-const MOTO_STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A moto S3 server on a free loopback port, killed on drop.
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let binary = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server");
-        if !binary.exists() {
-            panic!(
-                "{} is missing: run `make test`, which creates the virtualenv with moto[server]",
-                binary.display()
-            );
-        }
-        let port = free_port();
-        let port_text = port.to_string();
-        let child = Command::new(&binary)
-            .args(["-H", "127.0.0.1", "-p", port_text.as_str()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot start {}: {err}", binary.display()));
-        let mut moto = Moto { child, port };
-
-        let deadline = Instant::now() + MOTO_STARTUP_TIMEOUT;
-        loop {
-            if let Ok(Some(status)) = moto.child.try_wait() {
-                panic!("moto_server exited during startup: {status}");
-            }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                let probe = format!(
-                    "GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-                );
-                if send_raw(port, probe.as_bytes(), Duration::from_secs(5))
-                    .response()
-                    .is_some()
-                {
-                    return moto;
-                }
-            }
-            if Instant::now() >= deadline {
-                panic!("moto_server did not answer HTTP on port {port} within {MOTO_STARTUP_TIMEOUT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// moto accepts unsigned requests, so a bare `PUT /<bucket>` creates the bucket.
-    fn create_bucket(&self, bucket: &str) {
-        let response = http(self.port, "PUT", &format!("/{bucket}"), &[], b"");
-        assert_eq!(
-            response.status,
-            200,
-            "creating bucket {bucket}: {:?}",
-            response.text()
-        );
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local address").port()
-}
 
 /// Everything the control plane shows, read over raw HTTP: the basin list, every basin
 /// config, and every stream's info and config.
@@ -350,19 +268,7 @@ async fn s3_state_survives_kill_and_restart_with_other_shard_counts() {
     let moto = Moto::start();
     let bucket = "sluice-e2e";
     moto.create_bucket(bucket);
-    let endpoint = moto.endpoint();
-    let env = [
-        ("AWS_ENDPOINT_URL_S3", endpoint.as_str()),
-        ("AWS_ENDPOINT_URL", endpoint.as_str()),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_ALLOW_HTTP", "true"),
-    ];
-    restart_scenario(|shards| {
-        Server::start_with_env(&["--shards", shards, "--bucket", bucket], &env)
-    })
-    .await;
+    restart_scenario(|shards| moto.server(&["--shards", shards, "--bucket", bucket])).await;
 }
 
 /// SIGTERM stops the server cleanly: it exits with success well within the drain bound, and

@@ -14,7 +14,7 @@ use s2_sdk::S2Stream;
 use serde_json::json;
 
 use super::{create_basin, create_stream, now_ms, sdk_no_retry};
-use crate::harness::{basin_name, stream_name, Server};
+use crate::harness::{basin_name, stream_name, Moto, Server};
 
 /// How many batches each writer has planned; the kill comes long before they are done.
 const PLANNED_BATCHES: usize = 3000;
@@ -92,13 +92,14 @@ async fn read_everything(stream: &S2Stream) -> (Vec<SequencedRecord>, StreamPosi
 }
 
 /// The stream holds whole planned batches in order, densely numbered from 0, covering at
-/// least every acknowledged batch, with acks that match their batches.
+/// least every acknowledged batch, with acks that match their batches. `acks` are in
+/// batch order, each with the index of its planned batch.
 fn verify(
     name: &str,
     records: &[SequencedRecord],
     tail: StreamPosition,
     plan: &[Vec<Planned>],
-    acks: &[AppendAck],
+    acks: &[(usize, AppendAck)],
 ) {
     assert_eq!(
         records.len() as u64,
@@ -112,13 +113,25 @@ fn verify(
         );
     }
 
+    // Where each planned batch starts if batches are stored whole and in order.
+    let mut starts = Vec::with_capacity(plan.len() + 1);
+    let mut at = 0u64;
+    for planned in plan {
+        starts.push(at);
+        at += planned.len() as u64;
+    }
+    starts.push(at);
     let mut next = 0u64;
-    for (batch, ack) in acks.iter().enumerate() {
+    for (batch, ack) in acks {
+        let batch = *batch;
         let planned = &plan[batch];
-        assert_eq!(ack.start.seq_num, next, "{name}: ack {batch} start");
+        assert_eq!(
+            ack.start.seq_num, starts[batch],
+            "{name}: ack {batch} start"
+        );
         assert_eq!(
             ack.end.seq_num,
-            next + planned.len() as u64,
+            starts[batch + 1],
             "{name}: ack {batch} end"
         );
         assert_eq!(
@@ -175,10 +188,65 @@ fn verify(
         offset += planned.len();
         batch += 1;
     }
-    assert!(batch >= acks.len());
+    assert!(acks.last().is_none_or(|&(b, _)| batch > b));
     if let Some(last) = records.last() {
         assert_eq!(tail.timestamp, last.timestamp, "{name}: tail timestamp");
     }
+}
+
+/// Acks of one writer, each with the index of its planned batch, shared with its task.
+type SharedAcks = Arc<Mutex<Vec<(usize, AppendAck)>>>;
+
+/// How many whole planned batches `records` hold (they were verified to be a prefix).
+fn batches_stored(plan: &[Vec<Planned>], records: usize) -> usize {
+    let mut seen = 0;
+    plan.iter()
+        .take_while(|b| {
+            seen += b.len();
+            seen <= records
+        })
+        .count()
+}
+
+/// A pipelined append session on `stream` submitting planned batches from `first` on,
+/// recording each ack with its batch index, until the server goes away.
+fn spawn_session_writer(
+    stream: S2Stream,
+    plan: Arc<Vec<Vec<Planned>>>,
+    first: usize,
+    acks: SharedAcks,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let session = stream.append_session(
+            AppendSessionConfig::new()
+                .with_max_unacked_batches(NonZeroU32::new(16).expect("non-zero")),
+        );
+        let (ticket_tx, mut ticket_rx) = tokio::sync::mpsc::unbounded_channel();
+        let acker = tokio::spawn(async move {
+            while let Some((batch, ticket)) = ticket_rx.recv().await {
+                let ticket: s2_sdk::append_session::BatchSubmitTicket = ticket;
+                match ticket.await {
+                    Ok(ack) => acks.lock().expect("acks lock").push((batch, ack)),
+                    Err(_) => break,
+                }
+            }
+        });
+        for (batch, planned) in plan.iter().enumerate().skip(first) {
+            match tokio::time::timeout(Duration::from_secs(15), session.submit(to_input(planned)))
+                .await
+            {
+                Ok(Ok(ticket)) => {
+                    if ticket_tx.send((batch, ticket)).is_err() {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        drop(ticket_tx);
+        acker.await.expect("acker task");
+        drop(session);
+    })
 }
 
 // B-149 B-150 B-253 (durability of acknowledged appends)
@@ -199,58 +267,30 @@ async fn acknowledged_appends_survive_kill_and_restart() {
     let handle = client.basin(basin_name(&basin));
 
     // Pipelined writer: an append session with up to 16 batches in flight.
-    let session_acks: Arc<Mutex<Vec<AppendAck>>> = Arc::default();
-    let session_task = {
-        let stream = handle.stream(stream_name("session"));
-        let plan = Arc::clone(&session_plan);
-        let acks = Arc::clone(&session_acks);
-        tokio::spawn(async move {
-            let session = stream.append_session(
-                AppendSessionConfig::new()
-                    .with_max_unacked_batches(NonZeroU32::new(16).expect("non-zero")),
-            );
-            let (ticket_tx, mut ticket_rx) = tokio::sync::mpsc::unbounded_channel();
-            let acker = tokio::spawn(async move {
-                while let Some(ticket) = ticket_rx.recv().await {
-                    match ticket.await {
-                        Ok(ack) => {
-                            acks.lock().expect("acks lock").push(ack);
-                        }
-                        Err(_) => break,
-                    }
-                }
-            });
-            for batch in plan.iter() {
-                match tokio::time::timeout(Duration::from_secs(15), session.submit(to_input(batch)))
-                    .await
-                {
-                    Ok(Ok(ticket)) => {
-                        if ticket_tx.send(ticket).is_err() {
-                            break;
-                        }
-                    }
-                    _ => break,
-                }
-            }
-            drop(ticket_tx);
-            acker.await.expect("acker task");
-            drop(session);
-        })
-    };
+    let session_acks: SharedAcks = Arc::default();
+    let session_task = spawn_session_writer(
+        handle.stream(stream_name("session")),
+        Arc::clone(&session_plan),
+        0,
+        Arc::clone(&session_acks),
+    );
 
     // Sequential writer: unary appends, one in flight at a time.
-    let unary_acks: Arc<Mutex<Vec<AppendAck>>> = Arc::default();
+    let unary_acks: SharedAcks = Arc::default();
     let unary_task = {
         let stream = handle.stream(stream_name("unary"));
         let plan = Arc::clone(&unary_plan);
         let acks = Arc::clone(&unary_acks);
         tokio::spawn(async move {
-            for batch in plan.iter() {
-                match tokio::time::timeout(Duration::from_secs(15), stream.append(to_input(batch)))
-                    .await
+            for (batch, planned) in plan.iter().enumerate() {
+                match tokio::time::timeout(
+                    Duration::from_secs(15),
+                    stream.append(to_input(planned)),
+                )
+                .await
                 {
                     Ok(Ok(ack)) => {
-                        acks.lock().expect("acks lock").push(ack);
+                        acks.lock().expect("acks lock").push((batch, ack));
                     }
                     _ => break,
                 }
@@ -322,4 +362,119 @@ async fn acknowledged_appends_survive_kill_and_restart() {
         assert!(ack.start.timestamp >= tail.timestamp);
     }
     drop(server);
+}
+
+/// Streams written by pipelined sessions at once in the kill cycles.
+const CYCLE_STREAMS: usize = 6;
+const KILL_CYCLES: usize = 4;
+
+/// Kill -9 at a random moment while pipelined sessions write many streams, again and
+/// again, restarting with another shard count each time: after every restart each stream
+/// holds whole planned batches, densely, with every acknowledged one byte for byte, and the
+/// writers carry on at the tail.
+async fn kill_cycles(start: impl Fn(&str) -> Server) {
+    let shard_counts = ["2", "1", "3", "2"];
+    let mut server = start(shard_counts[0]);
+    let port = server.port();
+    let basin = create_basin(port, "dp-cycles", json!({}));
+    let names: Vec<String> = (0..CYCLE_STREAMS).map(|i| format!("cycle-{i}")).collect();
+    for name in &names {
+        create_stream(port, &basin, name, None);
+    }
+    let base_timestamp = now_ms() - 3_600_000;
+    let plans: Vec<Arc<Vec<Vec<Planned>>>> = names
+        .iter()
+        .map(|n| Arc::new(plan(n, base_timestamp)))
+        .collect();
+    let mut acks: Vec<Vec<(usize, AppendAck)>> = vec![Vec::new(); CYCLE_STREAMS];
+    let mut seed = now_ms();
+    for cycle in 0..=KILL_CYCLES {
+        if cycle > 0 {
+            server = start(shard_counts[cycle % shard_counts.len()]);
+        }
+        let client = sdk_no_retry(&server.endpoint());
+        let handle = client.basin(basin_name(&basin));
+        let mut firsts = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let (records, tail) = read_everything(&handle.stream(stream_name(name))).await;
+            verify(name, &records, tail, &plans[i], &acks[i]);
+            firsts.push(batches_stored(&plans[i], records.len()));
+        }
+        if cycle == KILL_CYCLES {
+            break;
+        }
+        let cycle_acks: Vec<SharedAcks> = (0..CYCLE_STREAMS).map(|_| Arc::default()).collect();
+        let writers: Vec<_> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                spawn_session_writer(
+                    handle.stream(stream_name(name)),
+                    Arc::clone(&plans[i]),
+                    firsts[i],
+                    Arc::clone(&cycle_acks[i]),
+                )
+            })
+            .collect();
+        // A pseudo-random moment 50-550 ms after every writer has been acknowledged once.
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let delay = Duration::from_millis(50 + (seed >> 33) % 500);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while cycle_acks
+            .iter()
+            .any(|a| a.lock().expect("acks lock").is_empty())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "cycle {cycle}: writers not acknowledged"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(delay).await;
+        server.kill9();
+        for writer in writers {
+            tokio::time::timeout(Duration::from_secs(30), writer)
+                .await
+                .expect("a writer did not stop after the kill")
+                .expect("writer task");
+        }
+        for (i, a) in cycle_acks.iter().enumerate() {
+            let mut a = a.lock().expect("acks lock").clone();
+            a.sort_by_key(|(batch, _)| *batch);
+            acks[i].extend(a);
+        }
+    }
+    let stream = sdk_no_retry(&server.endpoint())
+        .basin(basin_name(&basin))
+        .stream(stream_name(&names[0]));
+    let tail = stream.check_tail().await.expect("tail");
+    let ack = stream
+        .append(AppendInput::new(
+            AppendRecordBatch::try_from_iter([
+                AppendRecord::new("after the cycles").expect("record")
+            ])
+            .expect("batch"),
+        ))
+        .await
+        .expect("append after the last restart");
+    assert_eq!(
+        ack.start.seq_num, tail.seq_num,
+        "appends continue at the tail"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_cycles_on_many_streams_lose_nothing_on_local_root() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let root = dir.path().to_str().expect("UTF-8 temp path").to_owned();
+    kill_cycles(|shards| Server::start(&["--shards", shards, "--local-root", root.as_str()])).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_cycles_on_many_streams_lose_nothing_on_s3() {
+    let moto = Moto::start();
+    moto.create_bucket("sluice-cycles");
+    kill_cycles(|shards| moto.server(&["--shards", shards, "--bucket", "sluice-cycles"])).await;
 }
