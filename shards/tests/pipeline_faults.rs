@@ -8,95 +8,19 @@
 
 mod common;
 
-use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use common::faulty_store::{Fault, FaultyStore};
+
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::stream::BoxStream;
 use slatedb::object_store::memory::InMemory;
-use slatedb::object_store::path::Path;
-use slatedb::object_store::{
-    self, CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
+use slatedb::object_store::ObjectStore;
 use sluice_shards::config::{BasinConfig, StreamConfigSpec};
 use sluice_shards::names::{BasinName, StreamName};
 use sluice_shards::records::{AppendBatch, AppendRecord, SequencedRecord};
 use sluice_shards::streamer::AutoCreate;
 use sluice_shards::EngineOptions;
-
-/// Passes everything through, except that WAL uploads fail while `fail_wal` is set. The
-/// error is one SlateDB does not retry, so the failure reaches the pipeline.
-#[derive(Debug)]
-struct FaultyStore {
-    inner: Arc<dyn ObjectStore>,
-    fail_wal: Arc<AtomicBool>,
-}
-
-impl fmt::Display for FaultyStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "FaultyStore({})", self.inner)
-    }
-}
-
-#[async_trait::async_trait]
-impl ObjectStore for FaultyStore {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        if self.fail_wal.load(Ordering::SeqCst) && location.as_ref().contains("/wal/") {
-            return Err(object_store::Error::NotImplemented {
-                operation: "put (injected fault)".to_owned(),
-                implementer: "FaultyStore".to_owned(),
-            });
-        }
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        self.inner.get_opts(location, options).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-}
 
 const DURABLE_FIRST: usize = 20;
 const IN_FLIGHT: usize = 30;
@@ -117,15 +41,12 @@ fn one_record(i: usize) -> AppendBatch {
 #[test]
 fn a_failed_write_fails_the_rest_of_the_pipeline_and_loses_nothing_acknowledged() {
     let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let fail_wal = Arc::new(AtomicBool::new(false));
-    let store = Arc::new(FaultyStore {
-        inner: inner.clone(),
-        fail_wal: fail_wal.clone(),
-    });
+    let fault = Arc::new(AtomicU8::new(Fault::None as u8));
+    let store = Arc::new(FaultyStore::new(inner.clone(), fault.clone()));
 
     let (results, tail_after) =
         common::on_one_shard(store, EngineOptions::default(), move |shard| {
-            let fail_wal = fail_wal.clone();
+            let fault = fault.clone();
             async move {
                 let (basin, stream) = names();
                 shard
@@ -157,7 +78,7 @@ fn a_failed_write_fails_the_rest_of_the_pipeline_and_loses_nothing_acknowledged(
                 }
                 // From here every WAL upload fails; submit without waiting, so all are in
                 // flight together.
-                fail_wal.store(true, Ordering::SeqCst);
+                fault.store(Fault::IndexWriteFails as u8, Ordering::SeqCst);
                 let mut pending = Vec::new();
                 for i in DURABLE_FIRST..DURABLE_FIRST + IN_FLIGHT {
                     match shard

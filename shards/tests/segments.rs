@@ -8,23 +8,20 @@
 
 mod common;
 
+use common::faulty_store::{Fault, FaultyStore, SEGMENTS_ROOT};
+
 use std::collections::HashSet;
-use std::fmt;
 use std::num::NonZeroU64;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use slatedb::object_store::memory::InMemory;
 use slatedb::object_store::path::Path;
-use slatedb::object_store::{
-    self, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload,
-    ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
+use slatedb::object_store::{ObjectMeta, ObjectStore};
 use sluice_shards::catalogue::StreamMeta;
 use sluice_shards::clock::Clock;
 use sluice_shards::config::{BasinConfig, RetentionPolicy, StreamConfigSpec};
@@ -36,152 +33,6 @@ use sluice_shards::storage::Storage;
 use sluice_shards::streamer::{AutoCreate, ReadItem, ReadLimits, ReadRequest, ReadStart};
 use sluice_shards::{EngineError, EngineOptions, Shard, StorageError};
 
-/// What the store does wrong, switched by the test while appends are in flight.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-enum Fault {
-    None = 0,
-    /// Segment PUTs fail before writing anything.
-    SegmentPutFails,
-    /// Segment PUTs write the object, then report failure.
-    SegmentPutLies,
-    /// SlateDB's WAL uploads (which carry every index write) fail.
-    IndexWriteFails,
-    /// Ranged GETs of segments fail.
-    GetFails,
-    /// Ranged GETs of segments return one byte short.
-    GetTruncated,
-    /// Ranged GETs of segments return one byte flipped.
-    GetCorrupt,
-}
-
-#[derive(Debug)]
-struct FaultyStore {
-    inner: Arc<dyn ObjectStore>,
-    fault: Arc<AtomicU8>,
-    /// Objects written by PUTs that reported failure.
-    lied_about: Arc<Mutex<Vec<Path>>>,
-}
-
-impl FaultyStore {
-    fn fault(&self) -> u8 {
-        self.fault.load(Ordering::SeqCst)
-    }
-}
-
-impl fmt::Display for FaultyStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "FaultyStore({})", self.inner)
-    }
-}
-
-fn injected() -> object_store::Error {
-    // An error neither SlateDB nor the store client retries, so it reaches the engine.
-    object_store::Error::NotImplemented {
-        operation: "injected fault".to_owned(),
-        implementer: "FaultyStore".to_owned(),
-    }
-}
-
-fn is_segment(location: &Path) -> bool {
-    location.as_ref().starts_with(SEGMENTS_ROOT)
-}
-
-#[async_trait::async_trait]
-impl ObjectStore for FaultyStore {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        let fault = self.fault();
-        if is_segment(location) && fault == Fault::SegmentPutFails as u8 {
-            return Err(injected());
-        }
-        if is_segment(location) && fault == Fault::SegmentPutLies as u8 {
-            self.inner.put_opts(location, payload, opts).await?;
-            self.lied_about.lock().unwrap().push(location.clone());
-            return Err(injected());
-        }
-        if location.as_ref().contains("/wal/") && fault == Fault::IndexWriteFails as u8 {
-            return Err(injected());
-        }
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        let fault = self.fault();
-        if !is_segment(location) || options.range.is_none() {
-            return self.inner.get_opts(location, options).await;
-        }
-        if fault == Fault::GetFails as u8 {
-            return Err(injected());
-        }
-        let result = self.inner.get_opts(location, options).await?;
-        if fault != Fault::GetTruncated as u8 && fault != Fault::GetCorrupt as u8 {
-            return Ok(result);
-        }
-        let (meta, range, attributes, extensions) = (
-            result.meta.clone(),
-            result.range.clone(),
-            result.attributes.clone(),
-            result.extensions.clone(),
-        );
-        let mut bytes = result.bytes().await?.to_vec();
-        if fault == Fault::GetTruncated as u8 {
-            bytes.pop();
-        } else if let Some(b) = bytes.last_mut() {
-            *b ^= 0x01;
-        }
-        let body = futures::stream::once(async move { Ok(Bytes::from(bytes)) }).boxed();
-        Ok(GetResult {
-            payload: GetResultPayload::Stream(body),
-            meta,
-            range,
-            attributes,
-            extensions,
-        })
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(
-        &self,
-        from: &Path,
-        to: &Path,
-        options: CopyOptions,
-    ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-}
-
-const SEGMENTS_ROOT: &str = "sluice-segments";
 const STREAMS: usize = 8;
 const ACKED_FIRST: usize = 5;
 const IN_FLIGHT: usize = 10;
@@ -240,11 +91,7 @@ async fn append_now(shard: &Rc<Shard>, i: usize, b: AppendBatch) -> Result<u64, 
 
 fn faulty(fault: &Arc<AtomicU8>) -> (Arc<dyn ObjectStore>, Arc<FaultyStore>) {
     let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let store = Arc::new(FaultyStore {
-        inner: inner.clone(),
-        fault: fault.clone(),
-        lied_about: Arc::default(),
-    });
+    let store = Arc::new(FaultyStore::new(inner.clone(), fault.clone()));
     (inner, store)
 }
 

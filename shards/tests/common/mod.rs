@@ -1,5 +1,8 @@
 //! Running engine scenarios on real shards over a chosen object store.
 
+#[allow(dead_code)] // not every test binary injects faults
+pub mod faulty_store;
+
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::{mpsc, Arc};
