@@ -15,7 +15,7 @@ use sluice_shards::catalogue::StreamMeta;
 use sluice_shards::clock::Clock;
 use sluice_shards::config::{BasinConfig, RetentionPolicy, StreamConfigSpec};
 use sluice_shards::names::{BasinName, StreamName};
-use sluice_shards::records::{AppendBatch, AppendRecord, Header, SequencedRecord};
+use sluice_shards::records::{AppendBatch, AppendRecord, SequencedRecord};
 use sluice_shards::storage::keys::{self, KeyKind};
 use sluice_shards::storage::Storage;
 use sluice_shards::streamer::AutoCreate;
@@ -38,18 +38,6 @@ fn records(from: usize, n: usize) -> AppendBatch {
         })
         .collect();
     AppendBatch::new(records, None, None).unwrap()
-}
-
-fn trim_to(seq_num: u64) -> AppendBatch {
-    let trim = AppendRecord {
-        timestamp: None,
-        headers: vec![Header {
-            name: Bytes::new(),
-            value: Bytes::from_static(b"trim"),
-        }],
-        body: Bytes::copy_from_slice(&seq_num.to_be_bytes()),
-    };
-    AppendBatch::new(vec![trim], None, None).unwrap()
 }
 
 async fn append(shard: &Rc<Shard>, name: &str, batch: AppendBatch) {
@@ -128,7 +116,7 @@ fn trimmed_and_deleted_records_leave_storage() {
             for batch in 0..5 {
                 append(&shard, "t", records(batch * 1000, 1000)).await;
             }
-            append(&shard, "t", trim_to(4000)).await;
+            append(&shard, "t", common::trim_to(4000)).await;
             let id = stream_id(&storage, "t").await;
 
             // Reads skip the trimmed records at once; storage loses them in the background.

@@ -388,18 +388,6 @@ async fn bytes_fall_to(store: &Arc<dyn ObjectStore>, bound: u64) -> u64 {
     }
 }
 
-fn trim_to(seq_num: u64) -> AppendBatch {
-    let trim = AppendRecord {
-        timestamp: None,
-        headers: vec![Header {
-            name: Bytes::new(),
-            value: Bytes::from_static(b"trim"),
-        }],
-        body: Bytes::copy_from_slice(&seq_num.to_be_bytes()),
-    };
-    AppendBatch::new(vec![trim], None, None).unwrap()
-}
-
 const MIB: u64 = 1 << 20;
 
 #[test]
@@ -452,7 +440,7 @@ fn trims_expiry_and_deletions_give_the_bytes_back() {
             seen.push(("appended", full));
 
             // Trim stream 0 to its last record: its other 15 runs go.
-            append_now(&shard, 0, trim_to(15)).await.unwrap();
+            append_now(&shard, 0, common::trim_to(15)).await.unwrap();
             seen.push(("trimmed", bytes_fall_to(&store, full - 3 * MIB).await));
             assert_eq!(
                 common::read_from(&shard, basin(), stream(0), 0).await.len(),

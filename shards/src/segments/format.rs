@@ -141,6 +141,18 @@ impl ChunkWriter {
     }
 }
 
+/// `chunks` as one buffer (shared, not copied, when there is only one).
+pub fn concat(chunks: &[Bytes]) -> Bytes {
+    if let [one] = chunks {
+        return one.clone();
+    }
+    let mut whole = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+    for c in chunks {
+        whole.put_slice(c);
+    }
+    whole.freeze()
+}
+
 /// The header of a run whose body is `chunks`.
 pub fn encode_run_header(
     stream_id: u128,

@@ -7,10 +7,11 @@
 //! holding `n` (runs of a stream are dense and ascending).
 //!
 //! Segment reference (`19 segment_id(16) stream_id(16) last_seq_num(8)`), one per run,
-//! written and deleted with its index entry: `version(1) = 1 | length(4) | max_expiry_ms(8) |
-//! first_seq_num(8) | last_timestamp(8)` (enough to find the run's index keys from it).
-//! A segment's live bytes are the sum of its references' lengths; with none left it is
-//! garbage. Keyed by segment first, so one range scan sums a segment.
+//! written and deleted with its index entry and holding the same value, byte for byte: so
+//! a reference says everything about its run (its index keys, its length, its expiry),
+//! and "the index entry still equals the reference" is the check that the run has not
+//! moved. A segment's live bytes are the sum of its references' lengths; with none left
+//! it is garbage. Keyed by segment first, so one range scan sums a segment.
 //!
 //! Segment record (`17 segment_id(16)`), written with the segment's index entries (or after
 //! its PUT failed): `version(1) = 1 | object_bytes(8) | written_ms(8)`. It is what the
@@ -78,53 +79,6 @@ impl BatchEntry {
         };
         (entry.record_count > 0).then_some(entry)
     }
-
-    /// The value of this run's segment reference.
-    pub fn reference(&self) -> SegmentRef {
-        SegmentRef {
-            length: self.length,
-            max_expiry_ms: self.max_expiry_ms,
-            first_seq_num: self.first_seq_num,
-            last_timestamp: self.last_timestamp,
-        }
-    }
-}
-
-/// One run's claim on its segment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SegmentRef {
-    pub length: u32,
-    pub max_expiry_ms: Option<u64>,
-    pub first_seq_num: u64,
-    pub last_timestamp: u64,
-}
-
-impl SegmentRef {
-    pub fn expired(&self, now_ms: u64) -> bool {
-        self.max_expiry_ms.is_some_and(|at| at <= now_ms)
-    }
-
-    pub fn encode(&self) -> Bytes {
-        let mut v = BytesMut::with_capacity(29);
-        v.put_u8(VERSION);
-        v.put_u32(self.length);
-        v.put_u64(self.max_expiry_ms.unwrap_or(0));
-        v.put_u64(self.first_seq_num);
-        v.put_u64(self.last_timestamp);
-        v.freeze()
-    }
-
-    pub fn decode(mut v: &[u8]) -> Option<SegmentRef> {
-        if v.len() != 29 || v.get_u8() != VERSION {
-            return None;
-        }
-        Some(SegmentRef {
-            length: v.get_u32(),
-            max_expiry_ms: Some(v.get_u64()).filter(|&t| t != 0),
-            first_seq_num: v.get_u64(),
-            last_timestamp: v.get_u64(),
-        })
-    }
 }
 
 /// A segment the reclaimer tracks.
@@ -176,16 +130,14 @@ mod tests {
             ..e
         };
         assert_eq!(BatchEntry::decode(&never.encode()), Some(never));
-        assert_eq!(
-            SegmentRef::decode(&e.reference().encode()),
-            Some(e.reference())
-        );
         let r = SegmentRecord {
             object_bytes: 1 << 40,
             written_ms: 3,
         };
         assert_eq!(SegmentRecord::decode(&r.encode()), Some(r));
         assert_eq!(BatchEntry::decode(&e.encode()[..52]), None);
-        assert_eq!(SegmentRef::decode(&[2; 29]), None);
+        let mut other_version = e.encode().to_vec();
+        other_version[0] = 2;
+        assert_eq!(BatchEntry::decode(&other_version), None);
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::format;
 use super::index::BatchEntry;
@@ -65,16 +65,10 @@ impl SegmentCache {
     /// The body of a cached run, as one buffer.
     pub(crate) fn get(&mut self, segment: SegmentId, offset: u32) -> Option<Bytes> {
         let chunks = self.runs.get_mut(&(segment, offset))?;
-        if chunks.len() != 1 {
-            let size = chunks.iter().map(Bytes::len).sum();
-            let mut whole = BytesMut::with_capacity(size);
-            for c in chunks.iter() {
-                whole.put_slice(c);
-            }
-            // Join once: later reads of the same run share the joined copy.
-            *chunks = vec![whole.freeze()];
-        }
-        Some(chunks[0].clone())
+        // Join once: later reads of the same run share the joined copy.
+        let whole = format::concat(chunks);
+        *chunks = vec![whole.clone()];
+        Some(whole)
     }
 
     #[cfg(test)]

@@ -34,7 +34,7 @@ use slatedb::WriteBatch;
 use tracing::{debug, warn};
 
 use super::format::{self, HEADER_BYTES};
-use super::index::{BatchEntry, SegmentRecord, SegmentRef};
+use super::index::{BatchEntry, SegmentRecord};
 use super::SegmentId;
 use crate::error::{EngineError, Result, StorageError};
 use crate::shard::Shard;
@@ -69,6 +69,14 @@ pub(crate) async fn run(shard: Rc<Shard>) {
             Err(e) => warn!(error = %e, "segment sweep failed; will retry"),
         }
     }
+}
+
+/// A run still referencing the segment being swept: its stream, its entry, and the
+/// reference's value (equal to the index entry's while the run is unmoved).
+struct LiveRun {
+    id: u128,
+    entry: BatchEntry,
+    value: Bytes,
 }
 
 fn corrupt(key: &[u8], reason: &str) -> EngineError {
@@ -172,19 +180,23 @@ impl Shard {
         let mut live_bytes = 0u64;
         let mut live = Vec::new();
         let mut expired = WriteBatch::new();
-        for (key, value) in &refs {
-            let (Some(r), Some((id, last))) =
-                (SegmentRef::decode(value), keys::segment_ref_entry(key))
+        for (key, value) in refs {
+            let (Some(entry), Some((id, last))) =
+                (BatchEntry::decode(&value), keys::segment_ref_entry(&key))
             else {
-                return Err(corrupt(key, "bad segment reference"));
+                return Err(corrupt(&key, "bad segment reference"));
             };
-            if r.expired(now) {
-                expired.delete(key);
+            if entry.expired(now) {
+                expired.delete(&key);
                 expired.delete(keys::batch_index(id, last));
-                expired.delete(keys::timestamp_index(id, r.last_timestamp, r.first_seq_num));
+                expired.delete(keys::timestamp_index(
+                    id,
+                    entry.last_timestamp,
+                    entry.first_seq_num,
+                ));
             } else {
-                live_bytes += u64::from(r.length);
-                live.push((id, last));
+                live_bytes += u64::from(entry.length);
+                live.push(LiveRun { id, entry, value });
             }
         }
         if !expired.is_empty() {
@@ -199,38 +211,28 @@ impl Shard {
         } else if record.object_bytes >= COMPACT_MIN_BYTES
             && live_bytes * 100 < record.object_bytes * COMPACT_LIVE_PERCENT
         {
-            self.compact(segment, &live).await?;
+            self.compact(segment, live).await?;
         }
         Ok(())
     }
 
-    /// Copy the live runs `(stream id, last seq_num)` of `segment` into a new segment and
-    /// re-point their index entries at it.
-    async fn compact(&self, segment: SegmentId, live: &[(u128, u64)]) -> Result<()> {
-        let mut runs = Vec::with_capacity(live.len());
-        for &(id, last) in live {
-            let key = keys::batch_index(id, last);
-            let Some(value) = self.storage.get(key.clone()).await? else {
-                continue;
-            };
-            let entry =
-                BatchEntry::decode(&value).ok_or_else(|| corrupt(&key, "bad index entry"))?;
-            if entry.segment != segment {
-                continue;
-            }
-            runs.push((id, key, value, entry));
-        }
-        let fetched = futures::future::try_join_all(runs.iter().map(|(_, _, _, e)| {
-            let start = u64::from(e.offset);
+    /// Copy the live runs of `segment` into a new segment and re-point their index
+    /// entries at it, each only if its entry still equals its reference (unmoved, not
+    /// dropped).
+    async fn compact(&self, segment: SegmentId, live: Vec<LiveRun>) -> Result<()> {
+        let fetched = futures::future::try_join_all(live.iter().map(|run| {
+            let start = u64::from(run.entry.offset);
             self.storage
-                .get_segment_range(segment, start..start + u64::from(e.length))
+                .get_segment_range(segment, start..start + u64::from(run.entry.length))
         }))
         .await?;
         let target = self.storage.new_segment_id();
         let mut payload = vec![format::encode_header(target)];
         let mut offset = HEADER_BYTES as u32;
-        let mut guards = Vec::with_capacity(runs.len());
-        for ((id, key, value, entry), bytes) in runs.into_iter().zip(fetched) {
+        let mut guards = Vec::with_capacity(live.len());
+        for (LiveRun { id, entry, value }, bytes) in live.into_iter().zip(fetched) {
+            let last = entry.last_seq_num();
+            let key = keys::batch_index(id, last);
             // Runs move byte for byte: the checksum does not cover where a run sits.
             format::check_run(bytes.clone(), id, entry.first_seq_num, entry.record_count)
                 .map_err(|e| corrupt(&key, &e.to_string()))?;
@@ -241,22 +243,16 @@ impl Shard {
             };
             offset += entry.length;
             payload.push(bytes);
-            let last = entry.last_seq_num();
+            let moved = moved.encode();
             guards.push(Guarded {
                 key: key.clone(),
                 expected: value,
                 puts: vec![
-                    (key, moved.encode()),
-                    (
-                        keys::segment_ref(target.0, id, last),
-                        moved.reference().encode(),
-                    ),
+                    (key, moved.clone()),
+                    (keys::segment_ref(target.0, id, last), moved),
                 ],
                 deletes: vec![keys::segment_ref(segment.0, id, last)],
             });
-        }
-        if guards.is_empty() {
-            return Ok(());
         }
         let record = SegmentRecord {
             object_bytes: u64::from(offset),

@@ -402,11 +402,10 @@ impl Committer {
         for (run, entry) in live {
             let id = run.stream_id;
             let last = entry.last_seq_num();
-            batch.put(keys::batch_index(id, last), entry.encode());
-            batch.put(
-                keys::segment_ref(entry.segment.0, id, last),
-                entry.reference().encode(),
-            );
+            // The reference holds the index entry's value (`segments::index`).
+            let value = entry.encode();
+            batch.put(keys::batch_index(id, last), value.clone());
+            batch.put(keys::segment_ref(entry.segment.0, id, last), value);
             batch.put(
                 keys::timestamp_index(id, entry.last_timestamp, entry.first_seq_num),
                 b"",

@@ -1,9 +1,10 @@
 //! The storage sidecar: one tokio runtime hosting one SlateDB [`Db`] for the whole server,
 //! and the object store under it, which also holds the shards' segments.
 //!
-//! Shard threads never touch SlateDB or the object store directly. They call [`Storage`], which spawns the work
-//! onto the sidecar runtime and awaits its join handle; glommio wakes the awaiting task when
-//! the tokio thread completes it. Nothing here blocks a shard thread.
+//! Shard threads never touch SlateDB or the object store directly. They call [`Storage`],
+//! which spawns the work onto the sidecar runtime and awaits its join handle; glommio wakes
+//! the awaiting task when the tokio thread completes it. Nothing here blocks a shard
+//! thread.
 
 pub mod keys;
 
@@ -249,9 +250,6 @@ pub struct Guarded {
     pub deletes: Vec<Bytes>,
 }
 
-/// An applied write whose durability can be awaited with [`Storage::durable`].
-pub struct Durability(slatedb::WriteHandle);
-
 /// A cheap, cloneable, `Send` handle on the database, used from shard threads.
 #[derive(Clone)]
 pub struct Storage {
@@ -339,22 +337,17 @@ impl Storage {
         .await
     }
 
-    /// Apply `batch` atomically to the database (visible to reads, not yet durable). Calls
+    /// Apply `batch` atomically to the database (visible to reads, not yet durable; a
+    /// later [`Storage::write`] makes it durable too, since the WAL is ordered). Calls
     /// awaited one after another are applied in that order.
-    pub async fn apply(&self, batch: WriteBatch) -> Result<Durability, StorageError> {
+    pub async fn apply(&self, batch: WriteBatch) -> Result<(), StorageError> {
         let (db, flush_wanted) = (self.db.clone(), self.flush_wanted.clone());
         self.on_sidecar(async move {
-            let applied = db.write(batch).await?;
+            db.write(batch).await?;
             flush_wanted.notify_one();
-            Ok(Durability(applied))
+            Ok(())
         })
         .await
-    }
-
-    /// Wait until an applied batch is durable in the object store.
-    pub async fn durable(&self, applied: Durability) -> Result<(), StorageError> {
-        self.on_sidecar(async move { Ok(applied.0.await_durable().await?) })
-            .await
     }
 
     /// A fresh segment id, never used before by this or an earlier process.

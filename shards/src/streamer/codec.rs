@@ -21,7 +21,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crate::config::Cipher;
 use crate::crypto::{self, EncryptionKey};
 use crate::records::{FencingToken, Header, Position, SequencedRecord};
-use crate::segments::format::ChunkWriter;
+use crate::segments::format::{concat, ChunkWriter};
 
 /// Record formats. Persisted: never renumber.
 const FORMAT_PLAIN: u8 = 0;
@@ -74,7 +74,7 @@ fn associated_data(stream_id: u128, seq_num: u64) -> [u8; 24] {
     aad
 }
 
-fn encode_payload(headers: &[Header], body: &[u8], out: &mut BytesMut) {
+fn encode_payload(headers: &[Header], body: &Bytes, out: &mut ChunkWriter) {
     out.put_u32(headers.len() as u32);
     for h in headers {
         out.put_u32(h.name.len() as u32);
@@ -82,7 +82,7 @@ fn encode_payload(headers: &[Header], body: &[u8], out: &mut BytesMut) {
         out.put_u32(h.value.len() as u32);
         out.put_slice(&h.value);
     }
-    out.put_slice(body);
+    out.put_bytes(body);
 }
 
 fn payload_len(headers: &[Header], body: &[u8]) -> usize {
@@ -124,24 +124,17 @@ pub fn encode_record_into(
     match sealing {
         Sealing::Plain => {
             put_prefix(out, payload_len(headers, body));
-            out.put_u32(headers.len() as u32);
-            for h in headers {
-                out.put_u32(h.name.len() as u32);
-                out.put_slice(&h.name);
-                out.put_u32(h.value.len() as u32);
-                out.put_slice(&h.value);
-            }
-            out.put_bytes(body);
+            encode_payload(headers, body, out);
         }
         Sealing::Sealed {
             cipher,
             key,
             stream_id,
         } => {
-            let mut plain = BytesMut::with_capacity(payload_len(headers, body));
+            let mut plain = ChunkWriter::with_capacity(payload_len(headers, body));
             encode_payload(headers, body, &mut plain);
             let aad = associated_data(*stream_id, seq_num);
-            let sealed = crypto::seal(*cipher, key, &aad, &plain);
+            let sealed = crypto::seal(*cipher, key, &aad, &concat(&plain.finish()));
             put_prefix(out, sealed.len());
             out.put_slice(&sealed);
         }
@@ -300,13 +293,10 @@ mod tests {
             headers,
             &body,
         );
-        let mut all = BytesMut::new();
-        for c in w.finish() {
-            all.put_slice(&c);
-        }
+        let mut all = concat(&w.finish());
         let len = all.get_u32() as usize;
         assert_eq!(len, all.len(), "length prefix counts the value");
-        all.freeze()
+        all
     }
 
     #[test]

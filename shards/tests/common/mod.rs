@@ -8,11 +8,12 @@ use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::StreamExt;
 use slatedb::object_store::ObjectStore;
 use sluice_shards::executors::spawn_shards;
 use sluice_shards::names::{BasinName, StreamName};
-use sluice_shards::records::SequencedRecord;
+use sluice_shards::records::{AppendBatch, AppendRecord, Header, SequencedRecord};
 use sluice_shards::storage::{Sidecar, Storage, DB_PATH};
 use sluice_shards::streamer::{AutoCreate, ReadItem, ReadLimits, ReadRequest, ReadStart};
 use sluice_shards::EngineError;
@@ -98,4 +99,18 @@ pub async fn read_from(
         }
     }
     out
+}
+
+/// A batch of one trim command record.
+#[allow(dead_code)] // not every test binary trims
+pub fn trim_to(seq_num: u64) -> AppendBatch {
+    let trim = AppendRecord {
+        timestamp: None,
+        headers: vec![Header {
+            name: Bytes::new(),
+            value: Bytes::from_static(b"trim"),
+        }],
+        body: Bytes::copy_from_slice(&seq_num.to_be_bytes()),
+    };
+    AppendBatch::new(vec![trim], None, None).unwrap()
 }
