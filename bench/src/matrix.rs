@@ -27,6 +27,9 @@ enum Shape {
         batch: usize,
         /// Measure loopback TCP first, to report the append rate's share of it.
         iperf3: bool,
+        /// Seconds to write for and a total pace in MiB/s, for the sustained entry
+        /// (`None`: the command line's, by default 10 s unbounded).
+        sustained: Option<(f64, f64)>,
     },
     Latency,
     /// Full and `--quick` sizes.
@@ -53,6 +56,7 @@ const MATRIX: &[Entry] = &[
             record_size: KIB64,
             batch: 8,
             iperf3: false,
+            sustained: None,
         },
     },
     Entry {
@@ -64,6 +68,7 @@ const MATRIX: &[Entry] = &[
             record_size: KIB64,
             batch: 4,
             iperf3: false,
+            sustained: None,
         },
     },
     Entry {
@@ -73,6 +78,30 @@ const MATRIX: &[Entry] = &[
             record_size: 100,
             batch: 1,
             iperf3: false,
+            sustained: None,
+        },
+    },
+    Entry {
+        label: "append-100b-1000",
+        shape: Shape::Append {
+            streams: 1000,
+            record_size: 100,
+            batch: 1,
+            iperf3: false,
+            sustained: None,
+        },
+    },
+    Entry {
+        // A minute of 64 KiB appends, paced so that what both servers keep in memory fits
+        // this machine (at full speed a minute is tens of GiB): ack latency over the whole
+        // minute, seconds without a single ack, RSS at the end.
+        label: "sustained-64k-100",
+        shape: Shape::Append {
+            streams: 100,
+            record_size: KIB64,
+            batch: 8,
+            iperf3: false,
+            sustained: Some((60.0, 50.0)),
         },
     },
     Entry {
@@ -83,6 +112,7 @@ const MATRIX: &[Entry] = &[
             record_size: KIB64,
             batch: 16,
             iperf3: true,
+            sustained: None,
         },
     },
     Entry {
@@ -121,11 +151,16 @@ impl Entry {
                 record_size,
                 batch,
                 iperf3,
+                sustained,
             } => {
                 knobs.streams = streams;
                 knobs.record_size = record_size;
                 knobs.batch = batch;
                 knobs.iperf3 = iperf3;
+                if let Some((seconds, mibps)) = sustained {
+                    knobs.duration = Some(if quick { seconds / 10.0 } else { seconds });
+                    knobs.target_mibps = Some(mibps);
+                }
                 Scenario::Append
             }
             Shape::Latency => Scenario::Latency,
@@ -221,6 +256,19 @@ mod tests {
         );
         let fanout = jobs.iter().find(|j| j.label == "fanout-1000").unwrap();
         assert_eq!(fanout.knobs.readers, Some(1000));
+        let sustained = jobs
+            .iter()
+            .find(|j| j.label == "sustained-64k-100")
+            .unwrap();
+        assert_eq!(
+            (sustained.knobs.duration, sustained.knobs.target_mibps),
+            (Some(60.0), Some(50.0))
+        );
+        let unbounded = jobs.iter().find(|j| j.label == "append-64k-100").unwrap();
+        assert_eq!(
+            (unbounded.knobs.duration, unbounded.knobs.target_mibps),
+            (None, None)
+        );
     }
 
     #[test]

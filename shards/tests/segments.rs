@@ -28,6 +28,7 @@ use sluice_shards::config::{BasinConfig, RetentionPolicy, StreamConfigSpec};
 use sluice_shards::names::{BasinName, StreamName};
 use sluice_shards::records::{AppendBatch, AppendRecord, Header, SequencedRecord};
 use sluice_shards::segments::index::BatchEntry;
+use sluice_shards::segments::SWEEP_SEGMENTS_PER_TICK;
 use sluice_shards::storage::keys::{self, KeyKind};
 use sluice_shards::storage::Storage;
 use sluice_shards::streamer::{AutoCreate, ReadItem, ReadLimits, ReadRequest, ReadStart};
@@ -581,4 +582,32 @@ fn a_mostly_dead_segment_is_compacted_without_changing_reads() {
         left < 600 << 10,
         "the dead megabyte was given back: {left} bytes of segments left"
     );
+}
+
+#[test]
+fn the_sweep_pages_through_more_segments_than_one_step_reads() {
+    let options = EngineOptions {
+        deletion_delay: Duration::from_millis(100),
+        ..EngineOptions::default()
+    };
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let (written, left) = common::on_one_shard(store.clone(), options, move |shard| {
+        let store = store.clone();
+        async move {
+            setup(&shard, StreamConfigSpec::default(), 1).await;
+            // One awaited append is one segment: more than a sweep step's page.
+            for seq in 0..SWEEP_SEGMENTS_PER_TICK + 200 {
+                append_now(&shard, 0, batch(0, seq)).await.unwrap();
+            }
+            let written = segments_in(&store).await.len();
+            shard.delete_stream(basin(), stream(0)).await.unwrap();
+            bytes_fall_to(&store, 0).await;
+            (written, segments_in(&store).await.len())
+        }
+    });
+    assert!(
+        written > SWEEP_SEGMENTS_PER_TICK,
+        "{written} segments written"
+    );
+    assert_eq!(left, 0, "segments beyond the first page were reclaimed too");
 }

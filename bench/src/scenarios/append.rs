@@ -3,7 +3,7 @@
 //! submit-to-ack latency, then reads every stream back and verifies it.
 
 use std::num::NonZeroU32;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,6 +15,7 @@ use super::{
     unacked_batches_per_session, Ctx, WriterSpec, MIB,
 };
 use crate::report::{Latency, Outcome};
+use crate::server::rss_mib;
 
 /// Unacknowledged bytes all writers together may hold (each gets 1 to 5 MiB of it).
 const UNACKED_BUDGET: u64 = 256 * MIB;
@@ -66,6 +67,7 @@ pub async fn run(ctx: &Ctx, basin: &S2Basin) -> Result<Outcome> {
     let duration = ctx.duration();
     let acked = Arc::new(AtomicU64::new(0));
     let (bar, ticker) = timed_bar("append", duration, acked.clone(), "MiB acked", MIB);
+    let stalls = tokio::spawn(stalled_seconds(acked.clone(), duration));
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = Vec::with_capacity(writers);
@@ -117,8 +119,11 @@ pub async fn run(ctx: &Ctx, basin: &S2Basin) -> Result<Outcome> {
         }
     }
     let elapsed = started.elapsed();
+    // Before reading back, which makes the server hold more.
+    let rss_end = ctx.server_pid.and_then(rss_mib);
     ticker.abort();
     bar.finish_and_clear();
+    let stalled = stalls.await.unwrap_or(0);
     if let Some(err) = first_error {
         return Err(err);
     }
@@ -133,6 +138,16 @@ pub async fn run(ctx: &Ctx, basin: &S2Basin) -> Result<Outcome> {
     let mut outcome = Outcome::new("append");
     outcome.set_rates(bytes, records, elapsed);
     outcome.set_latency(&acks);
+    outcome
+        .extra
+        .insert("stalled_seconds".to_owned(), stalled as f64);
+    if let Some(rss) = rss_end {
+        let appended_mib = bytes as f64 / MIB as f64;
+        outcome.extra.insert("rss_end_mib".to_owned(), rss);
+        outcome
+            .extra
+            .insert("rss_per_appended".to_owned(), rss / appended_mib.max(1.0));
+    }
     if let (Some(loopback), Some(appended)) = (loopback, outcome.mib_per_s) {
         outcome
             .extra
@@ -152,4 +167,21 @@ pub async fn run(ctx: &Ctx, basin: &S2Basin) -> Result<Outcome> {
             .map_or(String::new(), |mibps| format!(", target {mibps} MiB/s"))
     );
     Ok(outcome)
+}
+
+/// Whole seconds of the run in which not one byte was acknowledged.
+async fn stalled_seconds(acked: Arc<AtomicU64>, duration: std::time::Duration) -> u64 {
+    let mut stalled = 0;
+    let mut last = 0;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.tick().await;
+    for _ in 0..duration.as_secs() {
+        tick.tick().await;
+        let now = acked.load(Ordering::Relaxed);
+        if now == last {
+            stalled += 1;
+        }
+        last = now;
+    }
+    stalled
 }

@@ -17,6 +17,8 @@ pub(crate) mod reader;
 pub(crate) mod reclaim;
 pub(crate) mod writer;
 
+pub use reclaim::SWEEP_SEGMENTS_PER_TICK;
+
 /// A segment's identity: the process's random boot id (high 64 bits) and a counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SegmentId(pub u128);

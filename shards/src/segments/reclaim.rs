@@ -137,6 +137,9 @@ impl Shard {
     }
 
     /// One step of the sweep, from `cursor` (a segment key); returns where the next starts.
+    /// A page of segment records and all their references are read in two scans, and the
+    /// page's deletions go in three writes (expired runs, objects, records), whatever the
+    /// number of segments in it.
     async fn sweep(&self, cursor: Option<Bytes>) -> Result<Option<Bytes>> {
         let range = keys::segments_range();
         let start = cursor.unwrap_or(range.start);
@@ -144,76 +147,93 @@ impl Shard {
             .storage
             .scan(start..range.end, SWEEP_SEGMENTS_PER_TICK)
             .await?;
-        let now = self.clock.now_millis();
-        for (key, value) in &rows {
-            let Some(segment) = keys::segment_id_of(key).map(SegmentId) else {
-                continue;
-            };
-            let Some(record) = SegmentRecord::decode(value) else {
-                return Err(corrupt(key, "bad segment record"));
-            };
-            self.sweep_segment(segment, record, now).await?;
-        }
-        Ok(match rows.last() {
-            Some((last, _)) if rows.len() == SWEEP_SEGMENTS_PER_TICK => {
-                let mut next = last.to_vec();
-                next.push(0);
-                Some(Bytes::from(next))
-            }
-            _ => None,
-        })
-    }
-
-    async fn sweep_segment(
-        &self,
-        segment: SegmentId,
-        record: SegmentRecord,
-        now: u64,
-    ) -> Result<()> {
+        let (Some((first, _)), Some((last, _))) = (rows.first(), rows.last()) else {
+            return Ok(None);
+        };
+        let (Some(first), Some(last)) = (keys::segment_id_of(first), keys::segment_id_of(last))
+        else {
+            return Err(corrupt(first, "bad segment key"));
+        };
         let refs = self
             .storage
             .scan(
-                keys::stream_id_range(KeyKind::SegmentRef, segment.0),
+                keys::stream_id_range(KeyKind::SegmentRef, first).start
+                    ..keys::stream_id_range(KeyKind::SegmentRef, last).end,
                 usize::MAX,
             )
             .await?;
-        let mut live_bytes = 0u64;
-        let mut live = Vec::new();
+        let mut refs = refs.into_iter().peekable();
+        let now = self.clock.now_millis();
         let mut expired = WriteBatch::new();
-        for (key, value) in refs {
-            let (Some(entry), Some((id, last))) =
-                (BatchEntry::decode(&value), keys::segment_ref_entry(&key))
+        let mut empty = Vec::new();
+        let mut sparse = Vec::new();
+        for (key, value) in &rows {
+            let (Some(segment), Some(record)) =
+                (keys::segment_id_of(key), SegmentRecord::decode(value))
             else {
-                return Err(corrupt(&key, "bad segment reference"));
+                return Err(corrupt(key, "bad segment record"));
             };
-            if entry.expired(now) {
-                expired.delete(&key);
-                expired.delete(keys::batch_index(id, last));
-                expired.delete(keys::timestamp_index(
-                    id,
-                    entry.last_timestamp,
-                    entry.first_seq_num,
-                ));
-            } else {
-                live_bytes += u64::from(entry.length);
-                live.push(LiveRun { id, entry, value });
+            let mut live_bytes = 0u64;
+            let mut live = Vec::new();
+            // References sort by segment: this segment's come next.
+            while let Some((key, value)) =
+                refs.next_if(|(k, _)| keys::segment_id_of(k).is_some_and(|s| s <= segment))
+            {
+                let (Some(entry), Some((id, last))) =
+                    (BatchEntry::decode(&value), keys::segment_ref_entry(&key))
+                else {
+                    return Err(corrupt(&key, "bad segment reference"));
+                };
+                if keys::segment_id_of(&key) != Some(segment) {
+                    continue;
+                }
+                if entry.expired(now) {
+                    expired.delete(&key);
+                    expired.delete(keys::batch_index(id, last));
+                    expired.delete(keys::timestamp_index(
+                        id,
+                        entry.last_timestamp,
+                        entry.first_seq_num,
+                    ));
+                } else {
+                    live_bytes += u64::from(entry.length);
+                    live.push(LiveRun { id, entry, value });
+                }
+            }
+            if live_bytes == 0 {
+                empty.push((SegmentId(segment), record));
+            } else if record.object_bytes >= COMPACT_MIN_BYTES
+                && live_bytes * 100 < record.object_bytes * COMPACT_LIVE_PERCENT
+            {
+                sparse.push((SegmentId(segment), live));
             }
         }
+        // Expired runs leave the index durably before any object they point into goes.
         if !expired.is_empty() {
             self.storage.write(expired).await?;
         }
-        if live_bytes == 0 {
-            self.storage.delete_segment(segment).await?;
-            let mut batch = WriteBatch::new();
-            batch.delete(keys::segment(segment.0));
-            self.storage.write(batch).await?;
-            debug!(segment = %format!("{:032x}", segment.0), bytes = record.object_bytes, "segment reclaimed");
-        } else if record.object_bytes >= COMPACT_MIN_BYTES
-            && live_bytes * 100 < record.object_bytes * COMPACT_LIVE_PERCENT
-        {
+        if !empty.is_empty() {
+            futures::future::try_join_all(
+                empty
+                    .iter()
+                    .map(|(segment, _)| self.storage.delete_segment(*segment)),
+            )
+            .await?;
+            let mut records = WriteBatch::new();
+            for (segment, record) in &empty {
+                records.delete(keys::segment(segment.0));
+                debug!(segment = %format!("{:032x}", segment.0), bytes = record.object_bytes, "segment reclaimed");
+            }
+            self.storage.write(records).await?;
+        }
+        for (segment, live) in sparse {
             self.compact(segment, live).await?;
         }
-        Ok(())
+        Ok((rows.len() == SWEEP_SEGMENTS_PER_TICK).then(|| {
+            let mut next = keys::segment(last).to_vec();
+            next.push(0);
+            Bytes::from(next)
+        }))
     }
 
     /// Copy the live runs of `segment` into a new segment and re-point their index
