@@ -38,7 +38,7 @@ clean:
 # Load generator (bench/). `make bench` runs the standard matrix once, each scenario on a
 # fresh release sluice on a free port; `make bench-compare` alternates sluice and `s2 lite`
 # over three rounds and prints the medians and the ratio sluice/s2-lite. Neither runs in CI.
-.PHONY: bench bench-compare bench-deps
+.PHONY: bench bench-compare bench-compare-disk bench-deps
 
 SLUICE_BENCH_CMD := ./target/release/sluice --host 127.0.0.1 --port {port}
 
@@ -54,3 +54,8 @@ bench: bench-deps
 bench-compare: bench-deps
 	command -v s2 >/dev/null 2>&1 || $(CARGO) install --locked s2-cli
 	./target/release/sluice-bench compare --a "$(SLUICE_BENCH_CMD)" --b "s2 lite --port {port}" --rounds 3
+
+# The append entries with both servers on local disk, each scenario on a fresh --local-root.
+bench-compare-disk: bench-deps
+	command -v s2 >/dev/null 2>&1 || $(CARGO) install --locked s2-cli
+	./target/release/sluice-bench compare --a "$(SLUICE_BENCH_CMD) --local-root {dir}" --b "s2 lite --port {port} --local-root {dir}" --rounds 3 --scenarios append-64k-100,append-100b-100
