@@ -154,14 +154,18 @@ pub fn stream_position(position: Position) -> StreamPosition {
     }
 }
 
-/// Encode an append acknowledgement, with all three positions set.
-pub fn encode_append_ack(ack: &records::AppendAck) -> Bytes {
-    let message = AppendAck {
+/// The protobuf form of an append acknowledgement, with all three positions set.
+pub fn append_ack_to_proto(ack: &records::AppendAck) -> AppendAck {
+    AppendAck {
         start: Some(stream_position(ack.start)),
         end: Some(stream_position(ack.end)),
         tail: Some(stream_position(ack.tail)),
-    };
-    Bytes::from(message.encode_to_vec())
+    }
+}
+
+/// Encode an append acknowledgement (a unary protobuf append response).
+pub fn encode_append_ack(ack: &records::AppendAck) -> Bytes {
+    Bytes::from(append_ack_to_proto(ack).encode_to_vec())
 }
 
 /// The protobuf form of an engine read batch. Record bytes are shared, not copied.
@@ -188,7 +192,7 @@ pub fn read_batch_to_proto(batch: &records::ReadBatch) -> ReadBatch {
     }
 }
 
-/// Encode a read batch (a unary protobuf read response or an S2S read-session message).
+/// Encode a read batch (a unary protobuf read response).
 pub fn encode_read_batch(batch: &records::ReadBatch) -> Bytes {
     Bytes::from(read_batch_to_proto(batch).encode_to_vec())
 }

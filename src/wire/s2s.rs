@@ -237,14 +237,28 @@ fn inflate_bounded(decoder: impl Read, compressed_len: usize) -> Result<Bytes, F
     Ok(Bytes::from(out))
 }
 
-/// Frame one protobuf message.
+/// Frame one protobuf message, encoding it straight into the frame unless it is to be
+/// compressed: read batches are up to a MiB, and a second copy of them is measurable.
+pub fn encode_proto<M: prost::Message>(message: &M, compression: Compression) -> Bytes {
+    let len = message.encoded_len();
+    if compression != Compression::None && len >= COMPRESS_THRESHOLD {
+        return encode_message(&message.encode_to_vec(), compression);
+    }
+    debug_assert!(len <= PAYLOAD_MAX, "S2S payload over the frame limit");
+    let mut out = BytesMut::with_capacity(LENGTH_PREFIX + 1 + len);
+    put_prefix(&mut out, 1 + len, 0);
+    message.encode_raw(&mut out);
+    out.freeze()
+}
+
+/// Frame one encoded protobuf message.
 ///
 /// The payload is compressed only when an algorithm was negotiated and it is at least
 /// [`COMPRESS_THRESHOLD`] bytes. Should compression fail, or produce more than
 /// [`PAYLOAD_MAX`] bytes, the payload goes out uncompressed, which is always acceptable to
 /// the peer. `payload` must not exceed [`PAYLOAD_MAX`] bytes; read batches and acks are far
 /// below it.
-pub fn encode_message(payload: &[u8], compression: Compression) -> Bytes {
+fn encode_message(payload: &[u8], compression: Compression) -> Bytes {
     if compression != Compression::None && payload.len() >= COMPRESS_THRESHOLD {
         if let Some(compressed) = compress(payload, compression) {
             if compressed.len() <= PAYLOAD_MAX {
@@ -287,6 +301,15 @@ fn compress(payload: &[u8], compression: Compression) -> Option<Vec<u8>> {
 fn build_frame(flags: u8, parts: &[&[u8]]) -> Bytes {
     let length = 1 + parts.iter().map(|p| p.len()).sum::<usize>();
     let mut out = BytesMut::with_capacity(LENGTH_PREFIX + length);
+    put_prefix(&mut out, length, flags);
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+    out.freeze()
+}
+
+/// The length prefix and flags byte of a frame whose flags byte and payload take `length`.
+fn put_prefix(out: &mut BytesMut, length: usize, flags: u8) {
     // LENGTH is 24 bits; callers keep it within FRAME_LENGTH_MAX, far below 2^24.
     out.extend_from_slice(&[
         (length >> 16) as u8,
@@ -294,10 +317,6 @@ fn build_frame(flags: u8, parts: &[&[u8]]) -> Bytes {
         length as u8,
         flags,
     ]);
-    for part in parts {
-        out.extend_from_slice(part);
-    }
-    out.freeze()
 }
 
 #[cfg(test)]
@@ -424,6 +443,36 @@ mod tests {
         );
         assert_eq!(decode_chunked(&stream, &[1]), Ok(expected.clone()));
         assert_eq!(decode_chunked(&stream, &[2, 5, 1, 3]), Ok(expected));
+    }
+
+    #[test]
+    fn proto_frames_decode_to_the_message() {
+        use crate::wire::proto::{Header, ReadBatch, SequencedRecord};
+        use prost::Message;
+        let record = |seq_num: u64, body: Vec<u8>| SequencedRecord {
+            seq_num,
+            timestamp: seq_num * 10,
+            headers: vec![Header {
+                name: Bytes::from_static(b"k"),
+                value: Bytes::from_static(b"v"),
+            }],
+            body: Bytes::from(body),
+        };
+        for batch in [
+            ReadBatch::default(),
+            ReadBatch {
+                records: vec![record(1, b"x".to_vec()), record(2, vec![3; 5000])],
+                tail: None,
+            },
+        ] {
+            for compression in ALL {
+                let frame = encode_proto(&batch, compression);
+                let Ok(Some(Frame::Message(payload))) = decode_one(&frame) else {
+                    panic!("not one message frame: {frame:?}");
+                };
+                assert_eq!(ReadBatch::decode(payload).unwrap(), batch);
+            }
+        }
     }
 
     #[test]

@@ -267,7 +267,7 @@ async fn write_acks(
             Slot::Failed(e) => Err(e),
         };
         let frame = match result {
-            Ok(ack) => s2s::encode_message(&proto::encode_append_ack(&ack), compression),
+            Ok(ack) => s2s::encode_proto(&proto::append_ack_to_proto(&ack), compression),
             Err(e) => {
                 let (status, body) = e.status_and_body();
                 let _ = out.send(s2s::encode_terminal(status.as_u16(), &body)).await;

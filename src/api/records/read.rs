@@ -243,10 +243,10 @@ async fn run_s2s(
     } {
         let frame = match item {
             ReadItem::Batch(batch) => {
-                s2s::encode_message(&proto::encode_read_batch(&batch), compression)
+                s2s::encode_proto(&proto::read_batch_to_proto(&batch), compression)
             }
-            ReadItem::Heartbeat(tail) => s2s::encode_message(
-                &proto::encode_read_batch(&ReadBatch {
+            ReadItem::Heartbeat(tail) => s2s::encode_proto(
+                &proto::read_batch_to_proto(&ReadBatch {
                     records: Vec::new(),
                     tail: Some(tail),
                 }),
