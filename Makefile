@@ -36,9 +36,11 @@ clean:
 	rm -rf $(VENV)
 
 # Load generator (bench/). `make bench` runs the standard matrix once, each scenario on a
-# fresh release sluice on a free port; `make bench-compare` alternates sluice and `s2 lite`
-# over three rounds and prints the medians and the ratio sluice/s2-lite. Neither runs in CI.
-.PHONY: bench bench-compare bench-compare-disk bench-deps
+# fresh release sluice on a free port. `make bench-compare` alternates sluice and `s2 lite`
+# and prints the medians and the ratio sluice/s2-lite: the whole matrix in memory over three
+# rounds, then the append entries on local disk, then the sustained entry on moto with the
+# object writes each server makes. Neither runs in CI.
+.PHONY: bench bench-compare bench-compare-memory bench-compare-disk bench-compare-moto bench-deps bench-s2
 
 SLUICE_BENCH_CMD := ./target/release/sluice --host 127.0.0.1 --port {port}
 
@@ -48,14 +50,23 @@ bench-deps:
 	$(CARGO) build --release --bin sluice
 	$(CARGO) build --release -p sluice-bench
 
+bench-s2:
+	command -v s2 >/dev/null 2>&1 || $(CARGO) install --locked s2-cli
+
 bench: bench-deps
 	./target/release/sluice-bench compare --a "$(SLUICE_BENCH_CMD)" --rounds 1
 
-bench-compare: bench-deps
-	command -v s2 >/dev/null 2>&1 || $(CARGO) install --locked s2-cli
+bench-compare: bench-compare-memory bench-compare-disk bench-compare-moto
+
+bench-compare-memory: bench-deps bench-s2
 	./target/release/sluice-bench compare --a "$(SLUICE_BENCH_CMD)" --b "s2 lite --port {port}" --rounds 3
 
-# The append entries with both servers on local disk, each scenario on a fresh --local-root.
-bench-compare-disk: bench-deps
-	command -v s2 >/dev/null 2>&1 || $(CARGO) install --locked s2-cli
-	./target/release/sluice-bench compare --a "$(SLUICE_BENCH_CMD) --local-root {dir}" --b "s2 lite --port {port} --local-root {dir}" --rounds 3 --scenarios append-64k-100,append-100b-100
+# Both servers on local disk, each scenario on a fresh --local-root.
+bench-compare-disk: bench-deps bench-s2
+	./target/release/sluice-bench compare --a "$(SLUICE_BENCH_CMD) --local-root {dir}" --b "s2 lite --port {port} --local-root {dir}" --rounds 3 --scenarios append-64k-100,append-100b-100,sustained-64k-100
+
+# Both servers on a fresh moto bucket each; one round, since moto serves reads back slowly.
+# Sluice runs twice: with its default (no linger) and with a 250 ms segment linger.
+bench-compare-moto: bench-deps bench-s2 $(MOTO)
+	./target/release/sluice-bench compare --a "$(SLUICE_BENCH_CMD) --bucket {bucket}" --b "s2 lite --port {port} --bucket {bucket}" --rounds 1 --scenarios sustained-64k-100 --moto $(MOTO)
+	./target/release/sluice-bench compare --a "$(SLUICE_BENCH_CMD) --bucket {bucket} --segment-linger-ms 250" --rounds 1 --scenarios sustained-64k-100 --moto $(MOTO)

@@ -62,6 +62,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         append_inflight_bytes: cli.append_inflight_bytes,
         clock: sluice_shards::clock::Clock::system(),
         deletion_delay: cli.deletion_delay(),
+        segment_linger: cli.segment_linger(),
         ..EngineOptions::default()
     };
     let handles = spawn_shards(shard_count, sidecar.storage(), options, move |shard| {

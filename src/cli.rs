@@ -71,6 +71,12 @@ pub struct Cli {
     /// removed in the background, in milliseconds.
     #[arg(long, env = "SLUICE_DELETION_DELAY_MS", default_value_t = 2000)]
     pub deletion_delay_ms: u64,
+
+    /// How long a shard with nothing in flight lets appends gather before it writes them
+    /// out, in milliseconds. 0 writes at once (the lowest ack latency); on a bucket, a few
+    /// hundred milliseconds means fewer, larger objects and fewer billed requests.
+    #[arg(long, env = "SLUICE_SEGMENT_LINGER_MS", default_value_t = 0)]
+    pub segment_linger_ms: u64,
 }
 
 impl Cli {
@@ -93,6 +99,10 @@ impl Cli {
 
     pub fn deletion_delay(&self) -> Duration {
         Duration::from_millis(self.deletion_delay_ms)
+    }
+
+    pub fn segment_linger(&self) -> Duration {
+        Duration::from_millis(self.segment_linger_ms)
     }
 
     pub fn tls_enabled(&self) -> bool {

@@ -7,11 +7,13 @@
 
 mod loopback;
 mod matrix;
+mod moto;
 mod report;
 mod scenarios;
 mod server;
 mod verify;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
@@ -20,6 +22,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::matrix::Job;
 use crate::report::{median_outcomes, print_comparison, print_json_line, print_outcomes, Outcome};
 use crate::scenarios::{sdk_client, Ctx, Knobs, Scenario};
+use crate::moto::Moto;
 use crate::server::ServerProcess;
 
 #[derive(Parser)]
@@ -89,6 +92,11 @@ struct CompareArgs {
     /// whole matrix].
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
+
+    /// Path of moto_server: every server gets a fresh moto, `{bucket}` in the commands
+    /// names its bucket, and append entries report the object writes per MiB appended.
+    #[arg(long)]
+    moto: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -159,9 +167,10 @@ async fn compare(cli: &Cli, args: &CompareArgs) -> Result<bool> {
     if args.rounds == 0 {
         bail!("--rounds must be at least 1");
     }
-    server::check_template(&args.a)?;
+    let with_moto = args.moto.is_some();
+    server::check_template(&args.a, with_moto)?;
     if let Some(b) = &args.b {
-        server::check_template(b)?;
+        server::check_template(b, with_moto)?;
     }
     let chosen = matrix::jobs(&args.scenarios, &cli.knobs, cli.quick)?;
     let mut sides: Vec<(&'static str, &str)> = vec![("A", args.a.as_str())];
@@ -179,16 +188,23 @@ async fn compare(cli: &Cli, args: &CompareArgs) -> Result<bool> {
                     "round {round}/{}: {} on server {side}",
                     args.rounds, job.label
                 );
-                let server = ServerProcess::start(side, template).await?;
+                let moto = match &args.moto {
+                    Some(binary) => Some(Moto::start(binary, moto_log()).await?),
+                    None => None,
+                };
+                let server = ServerProcess::start(side, template, moto.as_ref()).await?;
                 let ctx = Ctx {
                     client: sdk_client(&server.endpoint())?,
                     knobs: job.knobs.clone(),
                     quick: cli.quick,
                     server_pid: server.pid(),
                 };
-                let result = scenarios::run(&ctx, &job.label, job.scenario).await;
+                let mut result = scenarios::run(&ctx, &job.label, job.scenario).await;
                 drop(ctx);
                 server.stop().await;
+                if let (Some(moto), Ok(outcome)) = (&moto, &mut result) {
+                    add_object_writes(outcome, moto.object_writes()?);
+                }
                 match result {
                     Ok(outcome) => {
                         eprintln!("  {side} {}", outcome.brief());
@@ -215,4 +231,26 @@ async fn compare(cli: &Cli, args: &CompareArgs) -> Result<bool> {
         }
     }
     Ok(outcomes.iter().all(|(_, outcome)| outcome.errors == 0))
+}
+
+/// A fresh file for one moto's request log.
+fn moto_log() -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "sluice-bench-moto-{}-{}.log",
+        std::process::id(),
+        &scenarios::random_hex()[..8]
+    ))
+}
+
+/// The object writes a server made during a scenario, from its start to its exit (so
+/// flushes and compaction it does in the background count), per MiB the scenario appended.
+fn add_object_writes(outcome: &mut Outcome, writes: u64) {
+    outcome
+        .extra
+        .insert("object_writes".to_owned(), writes as f64);
+    if let Some(&mib) = outcome.extra.get("appended_mib") {
+        outcome
+            .extra
+            .insert("object_writes_per_mib".to_owned(), writes as f64 / mib.max(1e-9));
+    }
 }

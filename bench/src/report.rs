@@ -256,6 +256,14 @@ pub fn print_outcomes(outcomes: &[Outcome]) {
         .collect();
     print_table(&header, &rows);
     println!("(latencies in ms)");
+    for outcome in outcomes.iter().filter(|outcome| !outcome.extra.is_empty()) {
+        let extras: Vec<String> = outcome
+            .extra
+            .iter()
+            .map(|(name, value)| format!("{name} {value:.2}"))
+            .collect();
+        println!("{}: {}", outcome.scenario, extras.join(", "));
+    }
 }
 
 fn median(values: &mut [f64]) -> Option<f64> {

@@ -12,6 +12,7 @@ use s2_sdk::types::ListBasinsInput;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::moto::{self, Moto};
 use crate::scenarios::{random_hex, sdk_client};
 
 /// How long a server may take to answer after being spawned.
@@ -29,9 +30,10 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Picks a free port and a fresh temp dir, substitutes `{port}` and `{dir}` in
-    /// `template`, runs it with `sh -c`, and waits until the server answers.
-    pub async fn start(label: &str, template: &str) -> Result<Self> {
+    /// Picks a free port and a fresh temp dir, substitutes `{port}`, `{dir}` and `{bucket}`
+    /// in `template`, runs it with `sh -c` (pointed at `moto` if given), and waits until
+    /// the server answers.
+    pub async fn start(label: &str, template: &str, moto: Option<&Moto>) -> Result<Self> {
         let port = free_port()?;
         let dir = std::env::temp_dir().join(format!(
             "sluice-bench-{}-{}",
@@ -43,12 +45,17 @@ impl ServerProcess {
             .with_context(|| format!("cannot create {}", data.display()))?;
         let command = template
             .replace("{port}", &port.to_string())
-            .replace("{dir}", &data.display().to_string());
+            .replace("{dir}", &data.display().to_string())
+            .replace("{bucket}", moto::BUCKET);
         let log = dir.join("server.log");
         let log_file =
             File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
         // `exec` makes the shell become the server, so the pid is the server's.
-        let child = Command::new("sh")
+        let mut shell = Command::new("sh");
+        if let Some(moto) = moto {
+            shell.envs(moto.env());
+        }
+        let child = shell
             .arg("-c")
             .arg(format!("exec {command}"))
             .stdin(Stdio::null())
@@ -227,11 +234,17 @@ pub fn rss_mib(pid: u32) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-/// Fails early with a clear message when the command cannot possibly bind the port.
-pub fn check_template(template: &str) -> Result<()> {
+/// Fails early with a clear message when the command cannot possibly bind the port, or
+/// would not use the bucket it is given.
+pub fn check_template(template: &str, with_moto: bool) -> Result<()> {
     if !template.contains("{port}") {
         return Err(anyhow!(
             "server command `{template}` has no {{port}} placeholder"
+        ));
+    }
+    if with_moto && !template.contains("{bucket}") {
+        return Err(anyhow!(
+            "server command `{template}` has no {{bucket}} placeholder, but --moto is set"
         ));
     }
     Ok(())

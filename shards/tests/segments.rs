@@ -611,3 +611,57 @@ fn the_sweep_pages_through_more_segments_than_one_step_reads() {
     );
     assert_eq!(left, 0, "segments beyond the first page were reclaimed too");
 }
+
+#[test]
+fn the_linger_gathers_appends_into_one_segment_but_a_full_segment_does_not_wait() {
+    const LINGER: Duration = Duration::from_secs(2);
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let options = EngineOptions {
+        segment_linger: LINGER,
+        ..EngineOptions::default()
+    };
+    let observed = store.clone();
+    common::on_one_shard(store, options, move |shard| {
+        let store = observed.clone();
+        async move {
+            setup(&shard, StreamConfigSpec::default(), 3).await;
+            let before = segment_names(&store).await.len();
+            let started = Instant::now();
+            let mut pending = Vec::new();
+            for i in 0..3 {
+                let p = shard.append(basin(), stream(i), batch(i, 0), None, AutoCreate::No);
+                pending.push(p.await.unwrap());
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+            }
+            for p in pending {
+                p.wait().await.unwrap();
+            }
+            let took = started.elapsed();
+            assert!(took >= LINGER, "acked after {took:?}, before the linger ended");
+            assert_eq!(
+                segment_names(&store).await.len(),
+                before + 1,
+                "three appends within the linger share one segment"
+            );
+
+            // 10 MiB is past SEGMENT_TARGET_BYTES (8 MiB): sealed without waiting.
+            let started = Instant::now();
+            let mut pending = Vec::new();
+            for n in 0..40u8 {
+                let i = usize::from(n % 3);
+                let p = shard.append(basin(), stream(i), big_batch(n), None, AutoCreate::No);
+                pending.push(p.await.unwrap());
+            }
+            let first = pending.remove(0);
+            first.wait().await.unwrap();
+            let took = started.elapsed();
+            assert!(
+                took < LINGER / 2,
+                "the first of 10 MiB of appends was acked after {took:?}: a full segment waited"
+            );
+            for p in pending {
+                p.wait().await.unwrap();
+            }
+        }
+    });
+}

@@ -141,6 +141,9 @@ pub async fn run(ctx: &Ctx, basin: &S2Basin) -> Result<Outcome> {
     outcome
         .extra
         .insert("stalled_seconds".to_owned(), stalled as f64);
+    outcome
+        .extra
+        .insert("appended_mib".to_owned(), bytes as f64 / MIB as f64);
     if let Some(rss) = rss_end {
         let appended_mib = bytes as f64 / MIB as f64;
         outcome.extra.insert("rss_end_mib".to_owned(), rss);

@@ -6,8 +6,9 @@
 //! stream's run in the open segment. The committer, one task per shard, then:
 //!
 //! 1. seals the open segment and PUTs it (`PutMode::Create`) as soon as nothing is waiting
-//!    for a PUT or an index write, or at once when it reaches [`SEGMENT_TARGET_BYTES`]
-//!    (up to [`SEGMENT_PUTS_IN_FLIGHT_MAX`] PUTs at a time);
+//!    for a PUT or an index write and its oldest append has waited the configured linger
+//!    (zero by default), or at once when it reaches [`SEGMENT_TARGET_BYTES`] (up to
+//!    [`SEGMENT_PUTS_IN_FLIGHT_MAX`] PUTs at a time);
 //! 2. writes, in segment order and one write at a time, the index entries, references,
 //!    stream states and segment records of every segment whose PUT has finished, as one
 //!    durable SlateDB batch;
@@ -28,11 +29,13 @@
 //! PUTs a second (~$2.25/hour) and each upload takes ~100 ms at ~80 MB/s per connection,
 //! so four in flight keep up. Under light load segments are as small as what arrived
 //! during the previous commit, which keeps an idle server's ack one PUT plus one index
-//! write long.
+//! write long. Every commit is two object writes (the segment and SlateDB's WAL), so on a
+//! store that bills per request the linger trades ack latency for fewer, larger segments.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::channel::mpsc;
@@ -150,6 +153,8 @@ struct OpenSegment {
     runs: Vec<Run>,
     by_stream: HashMap<u128, usize>,
     bytes: usize,
+    /// When the oldest append still in it arrived.
+    since: Option<Instant>,
 }
 
 struct Sealed {
@@ -177,6 +182,7 @@ impl SegmentWriter {
         storage: Storage,
         clock: Clock,
         cache: Rc<RefCell<SegmentCache>>,
+        linger: Duration,
     ) -> Rc<SegmentWriter> {
         let (wake, woken) = mpsc::channel(1);
         let writer = Rc::new(SegmentWriter {
@@ -188,6 +194,7 @@ impl SegmentWriter {
             storage,
             clock,
             cache,
+            linger,
             puts: FuturesOrdered::new(),
             resolved: Vec::new(),
             indexing: None,
@@ -202,6 +209,7 @@ impl SegmentWriter {
     pub(crate) fn append(&self, part: Part) {
         let mut open = self.open.borrow_mut();
         open.bytes += part.bytes;
+        open.since.get_or_insert_with(Instant::now);
         let open = &mut *open;
         match open.by_stream.get(&part.stream_id) {
             Some(&i) if open.runs[i].generation == part.generation => open.runs[i].extend(part),
@@ -236,6 +244,7 @@ struct Committer {
     storage: Storage,
     clock: Clock,
     cache: Rc<RefCell<SegmentCache>>,
+    linger: Duration,
     puts: FuturesOrdered<LocalBoxFuture<'static, PutDone>>,
     /// Segments whose PUT finished, in segment order, waiting for the index write.
     resolved: Vec<PutDone>,
@@ -249,13 +258,14 @@ enum Event {
     Indexed(std::result::Result<(), StorageError>),
     Put(PutDone),
     Woken,
+    Lingered,
     Stopped,
 }
 
 impl Committer {
     async fn run(mut self, mut woken: mpsc::Receiver<()>) {
         loop {
-            self.start_puts();
+            let lingering_until = self.start_puts();
             self.start_index();
             let event = {
                 let indexing = &mut self.indexing;
@@ -275,11 +285,21 @@ impl Committer {
                 }
                 .fuse();
                 let wake = woken.next().fuse();
-                futures::pin_mut!(index_done, put_done, wake);
+                let lingered = async move {
+                    match lingering_until {
+                        Some(at) => {
+                            glommio::timer::sleep(at.saturating_duration_since(Instant::now())).await
+                        }
+                        None => futures::future::pending().await,
+                    }
+                }
+                .fuse();
+                futures::pin_mut!(index_done, put_done, wake, lingered);
                 futures::select_biased! {
                     result = index_done => Event::Indexed(result),
                     done = put_done => Event::Put(done),
                     signal = wake => if signal.is_some() { Event::Woken } else { Event::Stopped },
+                    () = lingered => Event::Lingered,
                 }
             };
             match event {
@@ -293,21 +313,29 @@ impl Committer {
                     }
                     self.resolved.push(done);
                 }
-                Event::Woken => {}
+                Event::Woken | Event::Lingered => {}
                 Event::Stopped => return,
             }
         }
     }
 
-    fn start_puts(&mut self) {
+    /// Seal and PUT what is due; returns when the open segment's linger ends, if that is
+    /// all it waits for.
+    fn start_puts(&mut self) -> Option<Instant> {
         loop {
-            let open_bytes = self.writer.open.borrow().bytes;
+            let (open_bytes, since, runs_waiting) = {
+                let open = self.writer.open.borrow();
+                (open.bytes, open.since, !open.runs.is_empty())
+            };
             let idle = self.puts.is_empty() && self.resolved.is_empty();
             let full =
                 open_bytes >= SEGMENT_TARGET_BYTES && self.puts.len() < SEGMENT_PUTS_IN_FLIGHT_MAX;
-            let runs_waiting = !self.writer.open.borrow().runs.is_empty();
             if !runs_waiting || !(idle || full || open_bytes >= SEGMENT_BYTES_MAX) {
-                return;
+                return None;
+            }
+            let lingered_at = since.map(|t| t + self.linger);
+            if let Some(at) = lingered_at.filter(|&at| idle && !full && at > Instant::now()) {
+                return Some(at);
             }
             let open = std::mem::take(&mut *self.writer.open.borrow_mut());
             let (sealed, payload) = self.seal(open);
