@@ -20,9 +20,9 @@ use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::matrix::Job;
+use crate::moto::Moto;
 use crate::report::{median_outcomes, print_comparison, print_json_line, print_outcomes, Outcome};
 use crate::scenarios::{sdk_client, Ctx, Knobs, Scenario};
-use crate::moto::Moto;
 use crate::server::ServerProcess;
 
 #[derive(Parser)]
@@ -249,8 +249,9 @@ fn add_object_writes(outcome: &mut Outcome, writes: u64) {
         .extra
         .insert("object_writes".to_owned(), writes as f64);
     if let Some(&mib) = outcome.extra.get("appended_mib") {
-        outcome
-            .extra
-            .insert("object_writes_per_mib".to_owned(), writes as f64 / mib.max(1e-9));
+        outcome.extra.insert(
+            "object_writes_per_mib".to_owned(),
+            writes as f64 / mib.max(1e-9),
+        );
     }
 }

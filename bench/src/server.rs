@@ -249,3 +249,35 @@ pub fn check_template(template: &str, with_moto: bool) -> Result<()> {
     }
     Ok(())
 }
+
+/// CPU time `pid` has used so far (user and system, all threads), in seconds, from
+/// `/proc/<pid>/stat`. Clock ticks are 100 a second on every Linux this runs on.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; the fields after its closing parenthesis don't.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_of_this_process_grows_while_it_computes() {
+        let pid = std::process::id();
+        let before = cpu_seconds(pid).expect("this process's /proc stat");
+        let spin = Instant::now();
+        let mut x: u64 = 1;
+        while spin.elapsed() < Duration::from_millis(300) {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        let after = cpu_seconds(pid).expect("this process's /proc stat");
+        assert!(
+            after - before >= 0.1,
+            "{before} -> {after} after 300 ms of spinning"
+        );
+    }
+}

@@ -637,7 +637,10 @@ fn the_linger_gathers_appends_into_one_segment_but_a_full_segment_does_not_wait(
                 p.wait().await.unwrap();
             }
             let took = started.elapsed();
-            assert!(took >= LINGER, "acked after {took:?}, before the linger ended");
+            assert!(
+                took >= LINGER,
+                "acked after {took:?}, before the linger ended"
+            );
             assert_eq!(
                 segment_names(&store).await.len(),
                 before + 1,

@@ -15,7 +15,7 @@ use super::{
     unacked_batches_per_session, Ctx, WriterSpec, MIB,
 };
 use crate::report::{Latency, Outcome};
-use crate::server::rss_mib;
+use crate::server::{cpu_seconds, rss_mib};
 
 /// Unacknowledged bytes all writers together may hold (each gets 1 to 5 MiB of it).
 const UNACKED_BUDGET: u64 = 256 * MIB;
@@ -68,6 +68,7 @@ pub async fn run(ctx: &Ctx, basin: &S2Basin) -> Result<Outcome> {
     let acked = Arc::new(AtomicU64::new(0));
     let (bar, ticker) = timed_bar("append", duration, acked.clone(), "MiB acked", MIB);
     let stalls = tokio::spawn(stalled_seconds(acked.clone(), duration));
+    let cpu_start = ctx.server_pid.and_then(cpu_seconds);
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = Vec::with_capacity(writers);
@@ -121,6 +122,11 @@ pub async fn run(ctx: &Ctx, basin: &S2Basin) -> Result<Outcome> {
     let elapsed = started.elapsed();
     // Before reading back, which makes the server hold more.
     let rss_end = ctx.server_pid.and_then(rss_mib);
+    let cpu_used = ctx
+        .server_pid
+        .and_then(cpu_seconds)
+        .zip(cpu_start)
+        .map(|(end, start)| end - start);
     ticker.abort();
     bar.finish_and_clear();
     let stalled = stalls.await.unwrap_or(0);
@@ -144,6 +150,18 @@ pub async fn run(ctx: &Ctx, basin: &S2Basin) -> Result<Outcome> {
     outcome
         .extra
         .insert("appended_mib".to_owned(), bytes as f64 / MIB as f64);
+    if let Some(cpu) = cpu_used {
+        // What the server spends per unit of work: unlike throughput, it does not depend
+        // on how much of the machine the load generator takes.
+        outcome.extra.insert(
+            "server_cpu_us_per_record".to_owned(),
+            cpu * 1e6 / records.max(1) as f64,
+        );
+        outcome.extra.insert(
+            "server_cpu_ms_per_mib".to_owned(),
+            cpu * 1e3 / (bytes as f64 / MIB as f64).max(1e-9),
+        );
+    }
     if let Some(rss) = rss_end {
         let appended_mib = bytes as f64 / MIB as f64;
         outcome.extra.insert("rss_end_mib".to_owned(), rss);

@@ -13,6 +13,7 @@ use super::{
     unacked_batches_per_session, Ctx, WriterSpec, MIB,
 };
 use crate::report::Outcome;
+use crate::server::cpu_seconds;
 
 const RECORD_SIZE: usize = 64 * 1024;
 /// 15 x 64 KiB stays under the 1 MiB batch limit.
@@ -61,6 +62,7 @@ pub async fn run(ctx: &Ctx, basin: &S2Basin) -> Result<Outcome> {
     let written = written.map_err(|err| anyhow!("prefill task failed: {err}"))??;
 
     let read_bar = counted_bar("catchup", written.records, "records");
+    let cpu_start = ctx.server_pid.and_then(cpu_seconds);
     let started = Instant::now();
     let bytes = read_back(
         &stream,
@@ -71,6 +73,11 @@ pub async fn run(ctx: &Ctx, basin: &S2Basin) -> Result<Outcome> {
     )
     .await?;
     let elapsed = started.elapsed();
+    let cpu_used = ctx
+        .server_pid
+        .and_then(cpu_seconds)
+        .zip(cpu_start)
+        .map(|(end, start)| end - start);
     read_bar.finish_and_clear();
 
     let mut outcome = Outcome::new("catchup");
@@ -79,6 +86,12 @@ pub async fn run(ctx: &Ctx, basin: &S2Basin) -> Result<Outcome> {
         "prefill_mib_per_s".to_owned(),
         written.bytes as f64 / MIB as f64 / prefill_elapsed.as_secs_f64().max(1e-9),
     );
+    if let Some(cpu) = cpu_used {
+        outcome.extra.insert(
+            "server_cpu_ms_per_mib".to_owned(),
+            cpu * 1e3 / (bytes as f64 / MIB as f64).max(1e-9),
+        );
+    }
     outcome.note = format!("read of {mib} MiB from seq_num 0; no latency");
     Ok(outcome)
 }

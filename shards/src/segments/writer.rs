@@ -288,7 +288,8 @@ impl Committer {
                 let lingered = async move {
                     match lingering_until {
                         Some(at) => {
-                            glommio::timer::sleep(at.saturating_duration_since(Instant::now())).await
+                            glommio::timer::sleep(at.saturating_duration_since(Instant::now()))
+                                .await
                         }
                         None => futures::future::pending().await,
                     }
