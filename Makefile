@@ -14,12 +14,15 @@ build:
 run: build
 	./target/release/sluice --port $(PORT)
 
-# A virtualenv with moto, the S3-compatible server the S3 restart test runs against.
-$(MOTO):
+# A virtualenv with moto, the S3-compatible server the S3 tests run against, and the
+# official Prometheus client, whose text parser checks /metrics.
+VENV_READY := $(VENV)/.ready
+$(VENV_READY): Makefile
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]'
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]' prometheus-client
+	touch $@
 
-test-deps: $(MOTO)
+test-deps: $(VENV_READY)
 
 test: test-deps
 	$(CARGO) test --workspace --all-targets
@@ -67,6 +70,6 @@ bench-compare-disk: bench-deps bench-s2
 
 # Both servers on a fresh moto bucket each; one round, since moto serves reads back slowly.
 # Sluice runs twice: with its default (no linger) and with a 250 ms segment linger.
-bench-compare-moto: bench-deps bench-s2 $(MOTO)
+bench-compare-moto: bench-deps bench-s2 $(VENV_READY)
 	./target/release/sluice-bench compare --a "$(SLUICE_BENCH_CMD) --bucket {bucket}" --b "s2 lite --port {port} --bucket {bucket}" --rounds 1 --scenarios sustained-64k-100 --moto $(MOTO)
 	./target/release/sluice-bench compare --a "$(SLUICE_BENCH_CMD) --bucket {bucket} --segment-linger-ms 250" --rounds 1 --scenarios sustained-64k-100 --moto $(MOTO)

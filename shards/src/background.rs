@@ -2,6 +2,7 @@
 //! running due delete-on-empty checks. Both are driven by durable markers (`14` trim
 //! cleanups, `13` deadlines), so they resume after a restart; every step is idempotent.
 
+use crate::metrics::Job;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -39,30 +40,35 @@ pub(crate) async fn run(shard: Rc<Shard>) {
 }
 
 impl Shard {
+    /// Pick up the trim cleanups queued before the last stop, a page of markers at a time.
     async fn resume_trim_cleanups(self: &Rc<Self>) -> Result<()> {
         let kind = KeyKind::TrimCleanup as u8;
-        let rows = self
-            .storage
-            .scan(
-                Bytes::from(vec![kind])..Bytes::from(vec![kind + 1]),
-                usize::MAX,
-            )
-            .await?;
-        for (key, _) in rows {
-            let Some((basin, stream)) = keys::basin_stream_from_key(&key) else {
-                continue;
-            };
-            if self.placement.stream_owner(&basin, &stream) != self.id {
-                continue;
+        let mut start = Bytes::from(vec![kind]);
+        let end = Bytes::from(vec![kind + 1]);
+        loop {
+            let rows = self
+                .storage
+                .scan(start.clone()..end.clone(), LIST_LIMIT_MAX)
+                .await?;
+            for (key, _) in &rows {
+                let Some((basin, stream)) = keys::basin_stream_from_key(key) else {
+                    continue;
+                };
+                if self.placement.stream_owner(&basin, &stream) != self.id {
+                    continue;
+                }
+                // Loading the streamer marks it for cleanup if it has a trim point.
+                if self.streamer(&basin, &stream).await?.is_none() {
+                    let mut batch = WriteBatch::new();
+                    batch.delete(key);
+                    self.storage.write(batch).await?;
+                }
             }
-            // Loading the streamer marks it for cleanup if it has a trim point.
-            if self.streamer(&basin, &stream).await?.is_none() {
-                let mut batch = WriteBatch::new();
-                batch.delete(&key);
-                self.storage.write(batch).await?;
+            match rows.last() {
+                Some((last, _)) if rows.len() == LIST_LIMIT_MAX => start = keys::successor(last),
+                _ => return Ok(()),
             }
         }
-        Ok(())
     }
 
     /// Remove records below the durable trim point of every loaded stream whose trim
@@ -89,6 +95,7 @@ impl Shard {
             let mut batch = WriteBatch::new();
             batch.delete(keys::trim_cleanup(&basin, &stream));
             self.storage.write(batch).await?;
+            self.metrics().job_done(Job::TrimCleanup);
             info!(%basin, %stream, trim_point, "trimmed records removed");
         }
         Ok(())
@@ -184,9 +191,7 @@ impl Shard {
             }
             match rows.last() {
                 Some((last, _)) if rows.len() == LIST_LIMIT_MAX => {
-                    let mut next = last.to_vec();
-                    next.push(0);
-                    start = Bytes::from(next);
+                    start = keys::successor(last);
                 }
                 _ => return Ok(false),
             }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod executors;
 mod locks;
 pub mod mesh;
+pub mod metrics;
 pub mod names;
 pub mod placement;
 pub mod records;

@@ -40,4 +40,9 @@ impl Mesh {
     pub async fn send(&self, shard: ShardId, job: Job) -> Result<(), ()> {
         self.inboxes[shard].send_async(job).await.map_err(|_| ())
     }
+
+    /// Jobs queued on `shard` and not yet taken.
+    pub(crate) fn inbox_depth(&self, shard: ShardId) -> usize {
+        self.inboxes[shard].len()
+    }
 }

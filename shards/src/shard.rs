@@ -2,12 +2,12 @@
 //! basins and streams placed on it; other threads reach them only by sending it a job.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 
 use glommio::sync::Semaphore;
+use lru::LruCache;
 use tracing::debug;
 
 use crate::catalogue::resume_background_work;
@@ -15,12 +15,18 @@ use crate::clock::Clock;
 use crate::error::{EngineError, Result};
 use crate::locks::KeyedLocks;
 use crate::mesh::{Inbox, Job, Mesh};
+use crate::metrics::{ShardGauges, ShardMetrics};
 use crate::names::{BasinName, StreamName};
 use crate::placement::{Placement, ShardId};
 use crate::segments::reader::{SegmentCache, SEGMENT_CACHE_BYTES_MAX};
 use crate::segments::writer::SegmentWriter;
 use crate::storage::Storage;
 use crate::streamer::{StreamKey, Streamer};
+
+/// Default bound on the streamers one shard keeps loaded. A loaded streamer costs about a
+/// kilobyte (state, config, queues); this keeps that under ~20 MiB a shard whatever the
+/// number of streams ever touched.
+pub const STREAMERS_LOADED_MAX: usize = 16_384;
 
 /// Engine settings shared by every shard.
 #[derive(Debug, Clone)]
@@ -38,6 +44,9 @@ pub struct EngineOptions {
     /// How long an idle shard lets appends gather before it seals a segment (see
     /// `segments::writer`). Zero seals at once: the lowest latency, and the most PUTs.
     pub segment_linger: Duration,
+    /// Streams whose state one shard keeps loaded; beyond it, idle ones are unloaded,
+    /// least recently used first, and reloaded from storage when next used.
+    pub streamers_max: usize,
 }
 
 impl Default for EngineOptions {
@@ -48,6 +57,7 @@ impl Default for EngineOptions {
             deletion_delay: Duration::from_secs(2),
             segment_cache_bytes: SEGMENT_CACHE_BYTES_MAX,
             segment_linger: Duration::ZERO,
+            streamers_max: STREAMERS_LOADED_MAX,
         }
     }
 }
@@ -60,7 +70,8 @@ pub struct Shard {
     pub(crate) options: EngineOptions,
     pub(crate) basin_locks: KeyedLocks<BasinName>,
     pub(crate) stream_locks: KeyedLocks<(BasinName, StreamName)>,
-    pub(crate) streamers: RefCell<HashMap<StreamKey, Rc<RefCell<Streamer>>>>,
+    /// Loaded streamers, most recently used first.
+    pub(crate) streamers: RefCell<LruCache<StreamKey, Rc<RefCell<Streamer>>>>,
     /// This shard's share of the in-flight append byte budget.
     pub(crate) admission: Rc<Semaphore>,
     pub(crate) admission_units: u64,
@@ -68,6 +79,7 @@ pub struct Shard {
     /// Where this shard's streams' appends are made durable.
     pub(crate) segment_writer: Rc<SegmentWriter>,
     pub(crate) segment_cache: Rc<RefCell<SegmentCache>>,
+    metrics: Rc<ShardMetrics>,
 }
 
 impl Shard {
@@ -82,17 +94,20 @@ impl Shard {
         let admission_units =
             (options.append_inflight_bytes / placement.shard_count() as u64).max(1);
         let segment_cache = Rc::new(RefCell::new(SegmentCache::new(options.segment_cache_bytes)));
+        let metrics = Rc::new(storage.metrics().shard(id));
         let segment_writer = SegmentWriter::start(
             storage.clone(),
             options.clock.clone(),
             segment_cache.clone(),
             options.segment_linger,
+            metrics.clone(),
         );
         let shard = Rc::new(Shard {
             id,
+            metrics,
             segment_writer,
             segment_cache,
-            streamers: RefCell::new(HashMap::new()),
+            streamers: RefCell::new(LruCache::unbounded()),
             admission: Rc::new(Semaphore::new(admission_units)),
             admission_units,
             clock: options.clock.clone(),
@@ -118,6 +133,39 @@ impl Shard {
 
     pub fn id(&self) -> ShardId {
         self.id
+    }
+
+    /// What this shard records into.
+    pub fn metrics(&self) -> &ShardMetrics {
+        &self.metrics
+    }
+
+    /// The Prometheus exposition of the whole server: every shard first flushes what it
+    /// recorded, so the scrape sees everything recorded before it.
+    pub async fn scrape_metrics(self: &Rc<Self>) -> Result<String> {
+        for owner in 0..self.shard_count() {
+            self.on_owner(owner, |shard| async move {
+                shard.flush_metrics();
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(self.storage.metrics().encode(self.shard_count()))
+    }
+
+    fn flush_metrics(&self) {
+        let streamers = self.streamers.borrow();
+        let followers = streamers
+            .iter()
+            .map(|(_, s)| s.borrow().follower_count())
+            .sum();
+        self.metrics.flush(ShardGauges {
+            inflight_bytes: self.admission_units - self.admission.available(),
+            followers,
+            streamers: streamers.len(),
+            inbox_depth: self.mesh.inbox_depth(self.id),
+            busy: glommio::executor().executor_stats().total_runtime(),
+        });
     }
 
     pub fn shard_count(&self) -> usize {

@@ -31,40 +31,14 @@ pub async fn health(shard: &Rc<Shard>) -> Response<Body> {
     }
 }
 
-/// Prometheus text exposition of process-level figures.
-pub fn prometheus(shard: &Rc<Shard>) -> Response<Body> {
-    let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, value: u64| {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
-        ));
-    };
-    gauge(
-        "sluice_shards",
-        "Number of shards.",
-        shard.shard_count() as u64,
-    );
-    if let Some(rss) = resident_bytes() {
-        gauge(
-            "process_resident_memory_bytes",
-            "Resident memory size in bytes.",
-            rss,
-        );
-    }
-    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-        gauge(
-            "process_open_fds",
-            "Number of open file descriptors.",
-            fds.count() as u64,
-        );
-    }
-    text(StatusCode::OK, "text/plain; version=0.0.4", out)
-}
-
-fn resident_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
+/// The Prometheus text exposition of the whole server.
+pub async fn prometheus(shard: &Rc<Shard>) -> ApiResult<Response<Body>> {
+    let body = shard.scrape_metrics().await?;
+    Ok(text(
+        StatusCode::OK,
+        sluice_shards::metrics::CONTENT_TYPE,
+        body,
+    ))
 }
 
 #[derive(Deserialize)]

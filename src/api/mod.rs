@@ -99,7 +99,7 @@ async fn route(shard: &Rc<Shard>, req: Request<Incoming>) -> ApiResult<Response<
             _ => Err(not_allowed("GET")),
         },
         ["metrics"] => match method {
-            Method::GET => Ok(misc::prometheus(shard)),
+            Method::GET => misc::prometheus(shard).await,
             _ => Err(not_allowed("GET")),
         },
         ["v1", "basins"] => match method {

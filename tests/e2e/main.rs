@@ -8,3 +8,4 @@ mod control_plane;
 mod data_plane;
 mod harness;
 mod lifecycle;
+mod operations;

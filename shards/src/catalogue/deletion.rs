@@ -5,6 +5,7 @@
 //! idempotent and the markers survive restarts, so a crash at any point only delays it:
 //! at boot each shard picks up the markers it owns.
 
+use crate::metrics::Job;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -79,6 +80,7 @@ impl Shard {
         batch.delete(keys::trim_cleanup(basin, stream));
         self.storage.write(batch).await?;
         self.refresh_streamer(&key, None);
+        self.metrics().job_done(Job::StreamDeletion);
         info!(%basin, %stream, "stream removed");
         Ok(())
     }
@@ -102,14 +104,13 @@ impl Shard {
             let Some((last, _)) = rows.last() else {
                 return Ok(());
             };
-            let mut next = last.to_vec();
-            next.push(0);
+            let next = keys::successor(last);
             let mut batch = WriteBatch::new();
             for (key, _) in &rows {
                 batch.delete(key);
             }
             self.storage.apply(batch).await?;
-            start = Bytes::from(next);
+            start = next;
         }
     }
 
@@ -152,6 +153,7 @@ impl Shard {
         batch.delete(keys::basin_meta(basin));
         batch.delete(keys::basin_deletion(basin));
         self.storage.write(batch).await?;
+        self.metrics().job_done(Job::BasinDeletion);
         info!(%basin, "basin removed");
         Ok(true)
     }
@@ -196,9 +198,7 @@ async fn resume_kind(shard: &Rc<Shard>, kind: KeyKind) -> Result<()> {
         }
         match rows.last() {
             Some((last, _)) if rows.len() == LIST_LIMIT_MAX => {
-                let mut next = last.to_vec();
-                next.push(0);
-                start = Bytes::from(next);
+                start = keys::successor(last);
             }
             _ => return Ok(()),
         }

@@ -25,6 +25,7 @@
 //! i.e. within `segments / SWEEP_SEGMENTS_PER_TICK` ticks (a few seconds for a store of a
 //! few thousand segments, a minute for 60,000).
 
+use crate::metrics::Job;
 use std::collections::HashSet;
 use std::rc::Rc;
 use std::time::Duration;
@@ -104,8 +105,7 @@ impl Shard {
             let Some((last, _)) = rows.last() else {
                 return Ok(());
             };
-            let mut next = last.to_vec();
-            next.push(0);
+            let next = keys::successor(last);
             let mut guards = Vec::with_capacity(rows.len());
             for (key, value) in &rows {
                 let entry =
@@ -130,7 +130,7 @@ impl Shard {
                 .await?
                 == count
             {
-                start = Bytes::from(next);
+                start = next;
             }
             // Otherwise a run moved under us: read the page again.
         }
@@ -225,15 +225,15 @@ impl Shard {
                 debug!(segment = %format!("{:032x}", segment.0), bytes = record.object_bytes, "segment reclaimed");
             }
             self.storage.write(records).await?;
+            for (_, record) in &empty {
+                self.metrics().job_done(Job::SegmentDeleted);
+                self.metrics().reclaimed(record.object_bytes);
+            }
         }
         for (segment, live) in sparse {
             self.compact(segment, live).await?;
         }
-        Ok((rows.len() == SWEEP_SEGMENTS_PER_TICK).then(|| {
-            let mut next = keys::segment(last).to_vec();
-            next.push(0);
-            Bytes::from(next)
-        }))
+        Ok((rows.len() == SWEEP_SEGMENTS_PER_TICK).then(|| keys::successor(&keys::segment(last))))
     }
 
     /// Copy the live runs of `segment` into a new segment and re-point their index
@@ -286,6 +286,7 @@ impl Shard {
         let always = vec![(keys::segment(target.0), record.encode())];
         match self.storage.write_where_unchanged(guards, always).await {
             Ok(moved) => {
+                self.metrics().job_done(Job::SegmentCompacted);
                 debug!(from = %format!("{:032x}", segment.0), to = %format!("{:032x}", target.0), moved, "segment compacted");
                 Ok(())
             }
@@ -313,9 +314,7 @@ impl Shard {
             known.extend(rows.iter().filter_map(|(k, _)| keys::segment_id_of(k)));
             match rows.last() {
                 Some((last, _)) if rows.len() == SWEEP_SEGMENTS_PER_TICK => {
-                    let mut next = last.to_vec();
-                    next.push(0);
-                    start = Bytes::from(next);
+                    start = keys::successor(last);
                 }
                 _ => break,
             }

@@ -51,6 +51,7 @@ use super::reader::SegmentCache;
 use super::SegmentId;
 use crate::clock::Clock;
 use crate::error::{EngineError, Result, StorageError};
+use crate::metrics::ShardMetrics;
 use crate::storage::{keys, Storage};
 use crate::streamer::codec::{self, StreamState};
 use crate::streamer::Streamer;
@@ -97,6 +98,8 @@ struct Run {
     /// `None` once any record in the run never expires.
     max_expiry_ms: Option<u64>,
     tickets: Vec<u64>,
+    /// When each ticket's append reached the writer, for the append-to-durable latency.
+    arrived: Vec<Instant>,
     state: StreamState,
     markers: Vec<Bytes>,
 }
@@ -114,6 +117,7 @@ impl Run {
             last_timestamp: part.last_timestamp,
             max_expiry_ms: part.expires_at_ms,
             tickets: vec![part.ticket],
+            arrived: vec![Instant::now()],
             state: part.state,
             markers: part.markers,
         }
@@ -134,6 +138,7 @@ impl Run {
             _ => None,
         };
         self.tickets.push(part.ticket);
+        self.arrived.push(Instant::now());
         self.state = part.state;
         self.markers.extend(part.markers);
     }
@@ -183,6 +188,7 @@ impl SegmentWriter {
         clock: Clock,
         cache: Rc<RefCell<SegmentCache>>,
         linger: Duration,
+        metrics: Rc<ShardMetrics>,
     ) -> Rc<SegmentWriter> {
         let (wake, woken) = mpsc::channel(1);
         let writer = Rc::new(SegmentWriter {
@@ -195,6 +201,7 @@ impl SegmentWriter {
             clock,
             cache,
             linger,
+            metrics,
             puts: FuturesOrdered::new(),
             resolved: Vec::new(),
             indexing: None,
@@ -245,6 +252,7 @@ struct Committer {
     clock: Clock,
     cache: Rc<RefCell<SegmentCache>>,
     linger: Duration,
+    metrics: Rc<ShardMetrics>,
     puts: FuturesOrdered<LocalBoxFuture<'static, PutDone>>,
     /// Segments whose PUT finished, in segment order, waiting for the index write.
     resolved: Vec<PutDone>,
@@ -462,6 +470,9 @@ impl Committer {
             Ok(()) => {
                 for (run, _) in &job.runs {
                     run.complete(Ok(()));
+                    for arrived in &run.arrived {
+                        self.metrics.durable(arrived.elapsed());
+                    }
                 }
             }
             Err(e) => {

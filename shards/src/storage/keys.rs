@@ -69,6 +69,14 @@ fn basin_stream(kind: KeyKind, basin: &BasinName, stream: &[u8]) -> Bytes {
     k.freeze()
 }
 
+/// The first key after `key` in byte order: where the next page of a scan starts.
+pub fn successor(key: &[u8]) -> Bytes {
+    let mut next = Vec::with_capacity(key.len() + 1);
+    next.extend_from_slice(key);
+    next.push(0);
+    Bytes::from(next)
+}
+
 pub fn basin_meta(basin: &BasinName) -> Bytes {
     with_kind(KeyKind::BasinMeta, basin.as_str().as_bytes())
 }

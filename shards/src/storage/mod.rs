@@ -12,7 +12,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -24,6 +24,7 @@ use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
 use crate::error::StorageError;
+use crate::metrics::{Metrics, StorageMetrics, StorageOp};
 use crate::segments::SegmentId;
 
 /// Where the object store lives.
@@ -72,6 +73,7 @@ pub struct Sidecar {
     db: Arc<Db>,
     flush_wanted: Arc<Notify>,
     segments: Arc<SegmentStore>,
+    metrics: Arc<Metrics>,
 }
 
 /// Where segment objects live, and how new ones are named: `<db path>-segments/` then the
@@ -190,6 +192,7 @@ impl Sidecar {
             db,
             flush_wanted,
             segments,
+            metrics: Arc::new(Metrics::new()),
         })
     }
 
@@ -200,7 +203,14 @@ impl Sidecar {
             runtime: self.runtime.handle().clone(),
             flush_wanted: self.flush_wanted.clone(),
             segments: self.segments.clone(),
+            metrics: self.metrics.storage(),
+            registry: self.metrics.clone(),
         }
+    }
+
+    /// The registry every part of the server records into.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// A handle on the sidecar runtime, for timers that must be `Send` (hyper's).
@@ -257,23 +267,37 @@ pub struct Storage {
     runtime: Handle,
     flush_wanted: Arc<Notify>,
     segments: Arc<SegmentStore>,
+    metrics: StorageMetrics,
+    registry: Arc<Metrics>,
 }
 
 impl Storage {
-    async fn on_sidecar<T, F>(&self, work: F) -> Result<T, StorageError>
+    /// The registry every part of the server records into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.registry
+    }
+
+    /// Run `work` on the sidecar, timing it there as one `op`.
+    async fn on_sidecar<T, F>(&self, op: StorageOp, work: F) -> Result<T, StorageError>
     where
         T: Send + 'static,
         F: std::future::Future<Output = Result<T, StorageError>> + Send + 'static,
     {
+        let metrics = self.metrics.clone();
         self.runtime
-            .spawn(work)
+            .spawn(async move {
+                let started = Instant::now();
+                let result = work.await;
+                metrics.record(op, started.elapsed(), result.is_ok());
+                result
+            })
             .await
             .map_err(|_| StorageError::SidecarGone)?
     }
 
     pub async fn get(&self, key: Bytes) -> Result<Option<Bytes>, StorageError> {
         let db = self.db.clone();
-        self.on_sidecar(async move { Ok(db.get(&key).await?) })
+        self.on_sidecar(StorageOp::DbGet, async move { Ok(db.get(&key).await?) })
             .await
     }
 
@@ -288,7 +312,7 @@ impl Storage {
             return Ok(Vec::new());
         }
         let db = self.db.clone();
-        self.on_sidecar(async move {
+        self.on_sidecar(StorageOp::DbScan, async move {
             let mut iter = db.scan(range).await?;
             let mut out = Vec::new();
             while out.len() < limit {
@@ -319,7 +343,7 @@ impl Storage {
         let options = ScanOptions::new()
             .with_read_ahead_bytes(max_value_bytes)
             .with_max_fetch_tasks(SCAN_FETCH_TASKS);
-        self.on_sidecar(async move {
+        self.on_sidecar(StorageOp::DbScan, async move {
             let mut iter = db.scan_with_options(range, &options).await?;
             let mut out = Vec::new();
             let mut bytes = 0usize;
@@ -342,7 +366,7 @@ impl Storage {
     /// awaited one after another are applied in that order.
     pub async fn apply(&self, batch: WriteBatch) -> Result<(), StorageError> {
         let (db, flush_wanted) = (self.db.clone(), self.flush_wanted.clone());
-        self.on_sidecar(async move {
+        self.on_sidecar(StorageOp::DbApply, async move {
             db.write(batch).await?;
             flush_wanted.notify_one();
             Ok(())
@@ -368,7 +392,7 @@ impl Storage {
         payload: PutPayload,
     ) -> Result<(), StorageError> {
         let segments = self.segments.clone();
-        self.on_sidecar(async move {
+        self.on_sidecar(StorageOp::ObjectPut, async move {
             let options = PutOptions::from(PutMode::Create);
             segments
                 .store
@@ -386,7 +410,7 @@ impl Storage {
         range: Range<u64>,
     ) -> Result<Bytes, StorageError> {
         let segments = self.segments.clone();
-        self.on_sidecar(async move {
+        self.on_sidecar(StorageOp::ObjectGet, async move {
             let want = range.end - range.start;
             let bytes = segments.store.get_range(&segments.path(id), range).await?;
             if bytes.len() as u64 != want {
@@ -403,7 +427,7 @@ impl Storage {
     /// Delete a segment object; one already gone is not an error.
     pub async fn delete_segment(&self, id: SegmentId) -> Result<(), StorageError> {
         let segments = self.segments.clone();
-        self.on_sidecar(async move {
+        self.on_sidecar(StorageOp::ObjectDelete, async move {
             match segments.store.delete(&segments.path(id)).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
                 Err(e) => Err(e.into()),
@@ -415,7 +439,7 @@ impl Storage {
     /// Every segment object in the store, with its size.
     pub async fn list_segments(&self) -> Result<Vec<(SegmentId, u64)>, StorageError> {
         let segments = self.segments.clone();
-        self.on_sidecar(async move {
+        self.on_sidecar(StorageOp::ObjectList, async move {
             let listed: Vec<_> = segments
                 .store
                 .list(Some(&segments.root))
@@ -438,7 +462,7 @@ impl Storage {
         always: Vec<(Bytes, Bytes)>,
     ) -> Result<usize, StorageError> {
         let (db, flush_wanted) = (self.db.clone(), self.flush_wanted.clone());
-        self.on_sidecar(async move {
+        self.on_sidecar(StorageOp::DbWrite, async move {
             let txn = db.begin(slatedb::IsolationLevel::Snapshot)?;
             let mut held = 0;
             for guard in guards {
@@ -468,7 +492,7 @@ impl Storage {
     /// Apply `batch` atomically and return once it is durable in the object store.
     pub async fn write(&self, batch: WriteBatch) -> Result<(), StorageError> {
         let (db, flush_wanted) = (self.db.clone(), self.flush_wanted.clone());
-        self.on_sidecar(async move {
+        self.on_sidecar(StorageOp::DbWrite, async move {
             let handle = db.write(batch).await?;
             flush_wanted.notify_one();
             handle.await_durable().await?;

@@ -17,6 +17,7 @@ mod read;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::time::Instant;
 
 use futures::channel::{mpsc, oneshot};
 use glommio::sync::StaticPermit;
@@ -125,6 +126,16 @@ impl Streamer {
             // A trim point from before a restart may still have records below it.
             trim_advanced: state_trim_point > 0,
         }
+    }
+
+    /// Readers tailing this stream live.
+    pub(crate) fn follower_count(&self) -> usize {
+        self.followers.iter().filter(|f| !f.is_closed()).count()
+    }
+
+    /// Whether this streamer holds nothing that storage does not.
+    fn is_idle(&self) -> bool {
+        self.inflight.is_empty() && self.follower_count() == 0 && !self.trim_advanced
     }
 
     pub(crate) fn durable_tail(&self) -> Position {
@@ -454,7 +465,7 @@ impl Shard {
         stream: &StreamName,
     ) -> Result<Option<Rc<RefCell<Streamer>>>> {
         let key = (basin.clone(), stream.clone());
-        if let Some(s) = self.streamers.borrow().get(&key) {
+        if let Some(s) = self.streamers.borrow_mut().get(&key) {
             return Ok(Some(s.clone()));
         }
         let _guard = self.stream_locks.lock(key.clone()).await;
@@ -466,7 +477,7 @@ impl Shard {
         &self,
         key: &StreamKey,
     ) -> Result<Option<Rc<RefCell<Streamer>>>> {
-        if let Some(s) = self.streamers.borrow().get(key) {
+        if let Some(s) = self.streamers.borrow_mut().get(key) {
             return Ok(Some(s.clone()));
         }
         let Some(meta) = self.stream_meta(&key.0, &key.1).await? else {
@@ -491,8 +502,33 @@ impl Shard {
         )));
         self.streamers
             .borrow_mut()
-            .insert(key.clone(), streamer.clone());
+            .put(key.clone(), streamer.clone());
+        self.evict_idle_streamers();
         Ok(Some(streamer))
+    }
+
+    /// Unload idle streamers, least recently used first, until at most
+    /// `EngineOptions::streamers_max` are loaded. Idle means that nothing but this map
+    /// holds it (no append in the writer, no read session or background job), and it has
+    /// no append in flight, no follower and no trim cleanup pending: its state is then
+    /// exactly what storage holds, so reloading it later loses nothing. Busy streamers
+    /// stay loaded, past the bound if need be.
+    fn evict_idle_streamers(&self) {
+        let mut streamers = self.streamers.borrow_mut();
+        let excess = streamers.len().saturating_sub(self.options.streamers_max);
+        if excess == 0 {
+            return;
+        }
+        let idle: Vec<StreamKey> = streamers
+            .iter()
+            .rev()
+            .filter(|(_, s)| Rc::strong_count(s) == 1 && s.borrow().is_idle())
+            .take(excess)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in &idle {
+            streamers.pop(key);
+        }
     }
 
     /// Keep a loaded streamer's metadata in step with a control-plane change.
@@ -500,12 +536,12 @@ impl Shard {
         let mut streamers = self.streamers.borrow_mut();
         match meta {
             Some(meta) => {
-                if let Some(s) = streamers.get(key) {
+                if let Some(s) = streamers.peek(key) {
                     s.borrow_mut().set_meta(meta.clone());
                 }
             }
             None => {
-                if let Some(s) = streamers.remove(key) {
+                if let Some(s) = streamers.pop(key) {
                     s.borrow_mut().followers.clear();
                 }
             }
@@ -568,7 +604,10 @@ impl Shard {
             for batch in batches {
                 // Admission: wait for room in this shard's share of the in-flight byte budget.
                 let units = (batch.metered_bytes() as u64).min(shard.admission_units);
-                let submitted = match shard.admission.acquire_static_permit(units).await {
+                let waiting = Instant::now();
+                let permit = shard.admission.acquire_static_permit(units).await;
+                shard.metrics().admitted(waiting.elapsed());
+                let submitted = match permit {
                     Ok(permit) => Streamer::submit(
                         &streamer,
                         batch,

@@ -1,6 +1,7 @@
 //! Appends: unary (JSON or protobuf in; JSON or protobuf ack out) and S2S append sessions.
 
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures::channel::mpsc;
@@ -9,6 +10,7 @@ use glommio::sync::{Semaphore, StaticPermit};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use sluice_shards::metrics::{AppendKind, SessionKind};
 use sluice_shards::names::{BasinName, StreamName};
 use sluice_shards::records::AppendBatch;
 use sluice_shards::streamer::{AutoCreate, PendingAck};
@@ -68,11 +70,18 @@ pub async fn append(
         let bytes = body::read(&parts.headers, incoming, APPEND_BODY_MAX_BYTES).await?;
         json::parse_append_input(&bytes, format)?
     };
+    let (arrived, bytes) = (Instant::now(), batch.metered_bytes() as u64);
     let ack = shard
         .append(basin, stream, batch, key, auto)
         .await?
         .wait()
         .await?;
+    shard.metrics().appended(
+        AppendKind::Unary,
+        ack.end.seq_num - ack.start.seq_num,
+        bytes,
+        arrived.elapsed(),
+    );
     if headers::accepts_protobuf(&parts.headers) {
         let mut resp = Response::new(crate::api::full(proto::encode_append_ack(&ack)));
         resp.headers_mut().insert(
@@ -93,8 +102,16 @@ pub async fn append(
 enum Slot {
     /// An append awaiting its ack; its place among the session's unacknowledged inputs is
     /// given back once the ack arrives.
-    Pending(PendingAck, StaticPermit),
+    Pending(PendingAck, Input),
     Failed(ApiError),
+}
+
+/// What a session keeps of one input until its ack goes out.
+struct Input {
+    /// Its place among the session's unacknowledged inputs.
+    _place: StaticPermit,
+    arrived: Instant,
+    metered_bytes: u64,
 }
 
 /// An S2S append session: inputs are sequenced as they arrive, acks go out in input order
@@ -129,13 +146,12 @@ async fn session(
         slots_tx,
     ))
     .detach();
-    glommio::spawn_local(write_acks(slots, out, compression)).detach();
+    glommio::spawn_local(write_acks(shard.clone(), slots, out, compression)).detach();
     Ok(resp)
 }
 
-/// Inputs decoded but not yet sent to the owner, each holding its place among the
-/// session's unacknowledged inputs.
-type Trip = Vec<(AppendBatch, StaticPermit)>;
+/// Inputs decoded but not yet sent to the owner.
+type Trip = Vec<(AppendBatch, Input)>;
 
 async fn read_inputs(
     shard: Rc<Shard>,
@@ -194,7 +210,12 @@ async fn read_inputs(
                     }
                 }
             };
-            trip.push((batch, place));
+            let input = Input {
+                _place: place,
+                arrived: Instant::now(),
+                metered_bytes: batch.metered_bytes() as u64,
+            };
+            trip.push((batch, input));
         }
         if !send_trip(&shard, &basin, &stream, &key, &mut trip, &mut slots).await {
             return;
@@ -224,7 +245,7 @@ async fn send_trip(
     if trip.is_empty() {
         return true;
     }
-    let (batches, places): (Vec<_>, Vec<_>) = std::mem::take(trip).into_iter().unzip();
+    let (batches, inputs): (Vec<_>, Vec<_>) = std::mem::take(trip).into_iter().unzip();
     let results = shard
         .append_in_order(
             basin.clone(),
@@ -234,9 +255,9 @@ async fn send_trip(
             AutoCreate::No,
         )
         .await;
-    for (result, place) in results.into_iter().zip(places) {
+    for (result, input) in results.into_iter().zip(inputs) {
         let slot = match result {
-            Ok(pending) => Slot::Pending(pending, place),
+            Ok(pending) => Slot::Pending(pending, input),
             Err(e) => Slot::Failed(e.into()),
         };
         let failed = match &slot {
@@ -257,13 +278,24 @@ fn decode_input(payload: Bytes) -> ApiResult<AppendBatch> {
 }
 
 async fn write_acks(
+    shard: Rc<Shard>,
     mut slots: mpsc::Receiver<Slot>,
     mut out: mpsc::Sender<Bytes>,
     compression: Compression,
 ) {
+    let _open = shard.metrics().session(SessionKind::AppendS2s);
     while let Some(slot) = slots.next().await {
         let result = match slot {
-            Slot::Pending(pending, _place) => pending.wait().await.map_err(ApiError::from),
+            Slot::Pending(pending, input) => {
+                pending.wait().await.map_err(ApiError::from).inspect(|ack| {
+                    shard.metrics().appended(
+                        AppendKind::S2s,
+                        ack.end.seq_num - ack.start.seq_num,
+                        input.metered_bytes,
+                        input.arrived.elapsed(),
+                    );
+                })
+            }
             Slot::Failed(e) => Err(e),
         };
         let frame = match result {

@@ -10,6 +10,7 @@ use futures::{SinkExt, StreamExt};
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
+use sluice_shards::metrics::{ReadKind, SessionKind};
 use sluice_shards::records::{ReadBatch, BATCH_METERED_BYTES_MAX, BATCH_RECORDS_MAX};
 use sluice_shards::streamer::{
     AutoCreate, ReadItem, ReadLimits, ReadRequest, ReadSession, ReadStart,
@@ -123,19 +124,19 @@ pub async fn read(
     };
     let mut session = shard.read(basin, stream, request, auto).await?;
     Ok(match mode {
-        Mode::Unary { protobuf } => unary(session, protobuf, format, req.headers()).await?,
+        Mode::Unary { protobuf } => unary(shard, session, protobuf, format, req.headers()).await?,
         Mode::Sse => {
             let first = first_item(&mut session).await?;
             let (out, resp) = streaming("text/event-stream");
             let ids = resume.unwrap_or_default();
-            glommio::spawn_local(run_sse(first, session, out, format, ids)).detach();
+            glommio::spawn_local(run_sse(shard.clone(), first, session, out, format, ids)).detach();
             resp
         }
         Mode::S2s => {
             let first = first_item(&mut session).await?;
             let compression = s2s_compression(req.headers());
             let (out, resp) = streaming("s2s/proto");
-            glommio::spawn_local(run_s2s(first, session, out, compression)).detach();
+            glommio::spawn_local(run_s2s(shard.clone(), first, session, out, compression)).detach();
             resp
         }
     })
@@ -144,6 +145,7 @@ pub async fn read(
 /// Collect one response: what catch-up finds up to the tail, or, when it finds nothing
 /// and the read may wait, the first live batch.
 async fn unary(
+    shard: &Shard,
     mut session: ReadSession,
     protobuf: bool,
     format: Format,
@@ -165,6 +167,11 @@ async fn unary(
             ReadItem::Error(e) => return Err(e.into()),
         }
     }
+    shard.metrics().read(
+        ReadKind::Unary,
+        batch.records.len() as u64,
+        metered_bytes(&batch),
+    );
     if protobuf {
         let mut resp = Response::new(crate::api::full(proto::encode_read_batch(&batch)));
         resp.headers_mut().insert(
@@ -191,12 +198,14 @@ async fn first_item(session: &mut ReadSession) -> ApiResult<Option<ReadItem>> {
 }
 
 async fn run_sse(
+    shard: Rc<Shard>,
     first: Option<ReadItem>,
     mut session: ReadSession,
     mut out: mpsc::Sender<Bytes>,
     format: Format,
     mut id: sse::LastEventId,
 ) {
+    let _open = shard.metrics().session(SessionKind::ReadSse);
     let mut first = first;
     while let Some(item) = match first.take() {
         Some(item) => Some(item),
@@ -207,11 +216,11 @@ async fn run_sse(
                 let Some(last) = batch.records.last() else {
                     continue;
                 };
+                let (records, bytes) = (batch.records.len() as u64, metered_bytes(&batch));
+                shard.metrics().read(ReadKind::Sse, records, bytes);
                 id.seq_num = last.seq_num;
-                id.count = id.count.saturating_add(batch.records.len() as u64);
-                id.bytes = id
-                    .bytes
-                    .saturating_add(batch.records.iter().map(|r| r.metered_bytes() as u64).sum());
+                id.count = id.count.saturating_add(records);
+                id.bytes = id.bytes.saturating_add(bytes);
                 sse::batch_event(&id, &json::read_batch_json(&batch, format).to_string())
             }
             ReadItem::Heartbeat(tail) => {
@@ -231,11 +240,13 @@ async fn run_sse(
 }
 
 async fn run_s2s(
+    shard: Rc<Shard>,
     first: Option<ReadItem>,
     mut session: ReadSession,
     mut out: mpsc::Sender<Bytes>,
     compression: Compression,
 ) {
+    let _open = shard.metrics().session(SessionKind::ReadS2s);
     let mut first = first;
     while let Some(item) = match first.take() {
         Some(item) => Some(item),
@@ -243,6 +254,10 @@ async fn run_s2s(
     } {
         let frame = match item {
             ReadItem::Batch(batch) => {
+                if !batch.records.is_empty() {
+                    let (records, bytes) = (batch.records.len() as u64, metered_bytes(&batch));
+                    shard.metrics().read(ReadKind::S2s, records, bytes);
+                }
                 s2s::encode_proto(&proto::read_batch_to_proto(&batch), compression)
             }
             ReadItem::Heartbeat(tail) => s2s::encode_proto(
@@ -262,4 +277,8 @@ async fn run_s2s(
             return;
         }
     }
+}
+
+fn metered_bytes(batch: &ReadBatch) -> u64 {
+    batch.records.iter().map(|r| r.metered_bytes() as u64).sum()
 }

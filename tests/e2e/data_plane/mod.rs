@@ -8,7 +8,7 @@
 mod append;
 mod crash;
 mod fanout;
-mod proto;
+pub mod proto;
 mod read;
 mod sessions;
 mod sse;

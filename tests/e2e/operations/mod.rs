@@ -1,0 +1,3 @@
+//! Operating the server: what an operator scrapes and watches.
+
+mod metrics;
