@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use sluice_shards::executors::spawn_shards;
+use crossbeam_channel::RecvTimeoutError;
+use sluice_shards::executors::{self, spawn_shards};
 use sluice_shards::storage::Sidecar;
 use sluice_shards::EngineOptions;
 use tracing::{info, warn};
@@ -21,6 +22,7 @@ const BIND_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     abort_on_panic();
     raise_fd_limit();
+    executors::check_io_uring()?;
     let shard_count = cli.shard_count();
     let tls = if cli.tls_self {
         Some(tls::self_signed()?)
@@ -88,7 +90,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         match ready_rx.recv_timeout(BIND_TIMEOUT) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => bail!("starting on {addr}: {e}"),
-            Err(_) => bail!("shards did not start within {BIND_TIMEOUT:?}"),
+            Err(RecvTimeoutError::Timeout) => {
+                bail!("shards did not start within {BIND_TIMEOUT:?}")
+            }
+            // A shard's thread ended before it was ready: its executor could not start.
+            Err(RecvTimeoutError::Disconnected) => {
+                let failure = handles
+                    .into_iter()
+                    .find_map(|handle| handle.join().err())
+                    .map_or_else(|| "it stopped".to_owned(), |e| e.to_string());
+                bail!("a shard could not start: {failure}")
+            }
         }
     }
     drop(reservation);

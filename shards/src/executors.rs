@@ -69,3 +69,63 @@ where
     }
     Ok(handles)
 }
+
+/// The locked-memory limit glommio 0.9 requires of the process with the settings above: it
+/// checks `RLIMIT_MEMLOCK` itself as each executor starts and refuses to start below it.
+const MEMLOCK_NEEDED: u64 = 512 << 10;
+
+/// Why shards cannot run here, in terms of what the operator can change.
+#[derive(Debug, thiserror::Error)]
+pub enum IoUringUnavailable {
+    #[error(
+        "io_uring needs {needed} bytes of locked memory but the limit is {limit}: raise it \
+         (`ulimit -l unlimited`; in Docker `--ulimit memlock=-1`; in Kubernetes, the \
+         container runtime's memlock limit)"
+    )]
+    MemLock { limit: u64, needed: u64 },
+    #[error(
+        "io_uring is not permitted ({0}): a seccomp profile blocks it (Docker's default \
+         does; run with `--security-opt seccomp=deploy/seccomp-io_uring.json`), or the \
+         sysctl kernel.io_uring_disabled is set"
+    )]
+    Blocked(io::Error),
+    #[error("io_uring is not supported by this kernel ({0}): Sluice needs Linux 5.8 or later")]
+    Unsupported(io::Error),
+    #[error("io_uring cannot be set up: {0}")]
+    Other(io::Error),
+}
+
+/// Check, before any shard starts, that this process may use io_uring: the locked-memory
+/// limit, then setting up (and closing) one small ring.
+pub fn check_io_uring() -> Result<(), IoUringUnavailable> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } == 0
+        && limit.rlim_cur != libc::RLIM_INFINITY
+        && limit.rlim_cur < MEMLOCK_NEEDED
+    {
+        return Err(IoUringUnavailable::MemLock {
+            limit: limit.rlim_cur,
+            needed: MEMLOCK_NEEDED,
+        });
+    }
+    // `struct io_uring_params` is 120 bytes; all zero asks for the defaults.
+    let mut params = [0u8; 120];
+    // SAFETY: io_uring_setup reads and writes only the params buffer, which outlives the
+    // call; the descriptor it returns is closed at once.
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
+    if fd < 0 {
+        let error = io::Error::last_os_error();
+        return Err(match error.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::EACCES) => IoUringUnavailable::Blocked(error),
+            Some(libc::ENOSYS) => IoUringUnavailable::Unsupported(error),
+            _ => IoUringUnavailable::Other(error),
+        });
+    }
+    // SAFETY: `fd` is the ring descriptor just returned, owned by nothing else.
+    unsafe { libc::close(fd as libc::c_int) };
+    Ok(())
+}

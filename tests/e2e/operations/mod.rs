@@ -1,3 +1,4 @@
 //! Operating the server: what an operator scrapes and watches.
 
 mod metrics;
+mod startup;
