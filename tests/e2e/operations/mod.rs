@@ -1,4 +1,5 @@
 //! Operating the server: what an operator scrapes and watches.
 
+mod deploy;
 mod metrics;
 mod startup;
