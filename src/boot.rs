@@ -119,8 +119,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         println!("export S2_SSL_NO_VERIFY=true");
     }
 
-    wait_for_signal()?;
+    let mut signals = shutdown_signals()?;
+    signals.forever().next();
     info!("shutting down: draining connections");
+    // A second signal does not wait for the drain.
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            eprintln!("sluice: second signal, exiting without draining");
+            std::process::exit(1);
+        }
+    });
     let _ = stop_tx.send(true);
     for handle in handles {
         if let Err(e) = handle.join() {
@@ -150,11 +158,9 @@ fn reserve_port(requested: SocketAddr) -> anyhow::Result<(SocketAddr, Option<soc
     Ok((bound, Some(socket)))
 }
 
-fn wait_for_signal() -> anyhow::Result<()> {
+fn shutdown_signals() -> anyhow::Result<signal_hook::iterator::Signals> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
-    signals.forever().next();
-    Ok(())
+    Ok(signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?)
 }
 
 /// A shard that panics must not leave the process half alive: report and abort.

@@ -48,6 +48,9 @@ pub enum EngineError {
     /// A shard or the storage sidecar is gone (shutting down, or it failed).
     #[error("unavailable: {0}")]
     Unavailable(&'static str),
+    /// The server is shutting down: the client should reconnect elsewhere.
+    #[error("the server is shutting down")]
+    Draining,
 }
 
 /// Why an append's condition failed (412).

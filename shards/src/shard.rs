@@ -80,6 +80,8 @@ pub struct Shard {
     pub(crate) segment_writer: Rc<SegmentWriter>,
     pub(crate) segment_cache: Rc<RefCell<SegmentCache>>,
     metrics: Rc<ShardMetrics>,
+    /// Set once the server starts shutting down.
+    drain: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shard {
@@ -105,6 +107,7 @@ impl Shard {
         let shard = Rc::new(Shard {
             id,
             metrics,
+            drain: tokio::sync::watch::Sender::new(false),
             segment_writer,
             segment_cache,
             streamers: RefCell::new(LruCache::unbounded()),
@@ -200,8 +203,26 @@ impl Shard {
             .map_err(|_| EngineError::Unavailable("owner shard dropped the request"))?
     }
 
-    /// Check the storage sidecar answers.
+    /// Start shutting down: health checks fail from now on, and sessions served by this
+    /// shard end with [`EngineError::Draining`] so that their clients reconnect elsewhere.
+    pub fn begin_drain(&self) {
+        self.drain.send_replace(true);
+    }
+
+    /// Completes once [`Shard::begin_drain`] has been called.
+    pub fn drained(&self) -> impl Future<Output = ()> + 'static {
+        let mut drain = self.drain.subscribe();
+        async move {
+            // An error means the shard is gone, which ends the session just the same.
+            let _ = drain.wait_for(|draining| *draining).await;
+        }
+    }
+
+    /// Check the storage sidecar answers, unless the server is shutting down.
     pub async fn health(&self) -> Result<()> {
+        if *self.drain.borrow() {
+            return Err(EngineError::Draining);
+        }
         self.storage.get(bytes::Bytes::from_static(b"\x00")).await?;
         Ok(())
     }

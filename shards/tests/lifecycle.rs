@@ -318,3 +318,24 @@ fn aes_gcm_streams_stop_at_the_32_bit_seq_num_limit() {
         },
     );
 }
+
+#[test]
+fn health_fails_once_the_shard_starts_draining() {
+    common::on_one_shard(
+        Arc::new(InMemory::new()),
+        EngineOptions::default(),
+        |shard| async move {
+            shard.health().await.expect("healthy before the drain");
+            let drained = shard.drained();
+            shard.begin_drain();
+            // The drain signal fires for anyone waiting on it.
+            glommio::timer::timeout(Duration::from_secs(5), async {
+                drained.await;
+                Ok(())
+            })
+            .await
+            .expect("the drain signal fired");
+            assert!(matches!(shard.health().await, Err(EngineError::Draining)));
+        },
+    );
+}

@@ -100,6 +100,7 @@ impl ApiError {
                 E::Storage(StorageError::SidecarGone) | E::Unavailable(_) => {
                     (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
                 }
+                E::Draining => (StatusCode::SERVICE_UNAVAILABLE, "server_draining"),
                 E::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
             },
         }

@@ -113,6 +113,7 @@ pub async fn run(
         .detach();
     }
     drop(listener);
+    shard.begin_drain();
     info!(
         shard = shard.id(),
         open = open.get(),

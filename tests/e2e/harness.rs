@@ -163,12 +163,22 @@ impl Server {
 
     /// Sends SIGTERM and waits up to `timeout` for the process to exit on its own.
     pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        self.signal("TERM");
+        self.wait_exit(timeout)
+    }
+
+    /// Sends `signal` (as `kill` names it, e.g. `TERM`) and returns at once.
+    pub fn signal(&mut self, signal: &str) {
         self.assert_alive();
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
             .status()
             .unwrap_or_else(|err| panic!("cannot run kill: {err}"));
-        assert!(status.success(), "kill -TERM failed: {status}");
+        assert!(status.success(), "kill -{signal} failed: {status}");
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             match self.child.try_wait() {
@@ -177,7 +187,7 @@ impl Server {
                     std::thread::sleep(Duration::from_millis(20))
                 }
                 Ok(None) => panic!(
-                    "sluice did not exit within {timeout:?} of SIGTERM; stderr:\n{}",
+                    "sluice did not exit within {timeout:?}; stderr:\n{}",
                     self.stderr_text()
                 ),
                 Err(err) => panic!("cannot query the sluice process: {err}"),

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::channel::mpsc;
+use futures::future::{select, Either};
 use futures::{SinkExt, StreamExt};
 use glommio::sync::{Semaphore, StaticPermit};
 use http::{header, HeaderValue, Request, Response, StatusCode};
@@ -14,7 +15,7 @@ use sluice_shards::metrics::{AppendKind, SessionKind};
 use sluice_shards::names::{BasinName, StreamName};
 use sluice_shards::records::AppendBatch;
 use sluice_shards::streamer::{AutoCreate, PendingAck};
-use sluice_shards::Shard;
+use sluice_shards::{EngineError, Shard};
 
 use super::{encryption_key, format, s2s_compression, stream_config_header, streaming};
 use crate::api::streams::target;
@@ -164,8 +165,20 @@ async fn read_inputs(
     let places = Rc::new(Semaphore::new(SESSION_INFLIGHT_MAX as u64));
     let mut decoder = FrameDecoder::new();
     let mut trip = Trip::new();
+    let mut drained = Box::pin(shard.drained());
     loop {
-        let chunk = match body.frame().await {
+        let frame = match select(body.frame(), drained.as_mut()).await {
+            Either::Left((frame, _)) => frame,
+            // Shutting down: take no more input; what is in flight is still acknowledged,
+            // then the session ends with a draining error the client reconnects on.
+            Either::Right(((), _)) => {
+                let _ = slots
+                    .send(Slot::Failed(ApiError::Engine(EngineError::Draining)))
+                    .await;
+                return;
+            }
+        };
+        let chunk = match frame {
             None => break,
             Some(Err(_)) => return,
             Some(Ok(frame)) => match frame.into_data() {

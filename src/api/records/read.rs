@@ -1,11 +1,14 @@
 //! Reads: unary (JSON or protobuf), server-sent events, and S2S read sessions. All three
 //! open the same engine session; they differ in how they stop and how they frame output.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::channel::mpsc;
+use futures::future::{select, Either};
 use futures::{SinkExt, StreamExt};
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -15,7 +18,7 @@ use sluice_shards::records::{ReadBatch, BATCH_METERED_BYTES_MAX, BATCH_RECORDS_M
 use sluice_shards::streamer::{
     AutoCreate, ReadItem, ReadLimits, ReadRequest, ReadSession, ReadStart,
 };
-use sluice_shards::Shard;
+use sluice_shards::{EngineError, Shard};
 
 use super::{encryption_key, format, s2s_compression, stream_config_header, streaming};
 use crate::api::streams::target;
@@ -207,9 +210,10 @@ async fn run_sse(
 ) {
     let _open = shard.metrics().session(SessionKind::ReadSse);
     let mut first = first;
+    let mut drained = Box::pin(shard.drained());
     while let Some(item) = match first.take() {
         Some(item) => Some(item),
-        None => session.0.next().await,
+        None => next_or_drained(&mut session, &mut drained).await,
     } {
         let event = match item {
             ReadItem::Batch(batch) => {
@@ -248,9 +252,10 @@ async fn run_s2s(
 ) {
     let _open = shard.metrics().session(SessionKind::ReadS2s);
     let mut first = first;
+    let mut drained = Box::pin(shard.drained());
     while let Some(item) = match first.take() {
         Some(item) => Some(item),
-        None => session.0.next().await,
+        None => next_or_drained(&mut session, &mut drained).await,
     } {
         let frame = match item {
             ReadItem::Batch(batch) => {
@@ -281,4 +286,16 @@ async fn run_s2s(
 
 fn metered_bytes(batch: &ReadBatch) -> u64 {
     batch.records.iter().map(|r| r.metered_bytes() as u64).sum()
+}
+
+/// The session's next item, or a draining error once the server starts shutting down, so
+/// that the client ends cleanly and reconnects elsewhere.
+async fn next_or_drained(
+    session: &mut ReadSession,
+    drained: &mut Pin<Box<impl Future<Output = ()>>>,
+) -> Option<ReadItem> {
+    match select(session.0.next(), drained.as_mut()).await {
+        Either::Left((item, _)) => item,
+        Either::Right(((), _)) => Some(ReadItem::Error(EngineError::Draining)),
+    }
 }

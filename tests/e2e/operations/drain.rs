@@ -1,0 +1,123 @@
+//! Shutting down gracefully: on SIGTERM the open S2S and SSE read sessions end with a
+//! `server_draining` error (a clean end their clients reconnect on), what was acknowledged
+//! is all there after a restart, and the process exits 0; a second signal exits at once.
+
+use std::io::Write;
+use std::time::Duration;
+
+use crate::data_plane::{
+    append_ok, basin_with_stream, bodies, open_s2s_read, open_sse, read_records, Next,
+    StreamingResponse,
+};
+use crate::harness::{connect, Server};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Reads S2S frames until `n` records came.
+fn s2s_records(session: &mut StreamingResponse, n: usize) {
+    let mut seen = 0;
+    while seen < n {
+        let frame = session.next_frame(WAIT).expect_item("an S2S read frame");
+        seen += frame.read_batch().records.len();
+    }
+}
+
+/// Reads SSE events until `n` records came.
+fn sse_records(session: &mut StreamingResponse, n: usize) {
+    let mut seen = 0;
+    while seen < n {
+        let event = session.next_event(WAIT).expect_item("an SSE event");
+        if event.kind() == "batch" {
+            seen += event.json()["records"].as_array().map_or(0, Vec::len);
+        }
+    }
+}
+
+#[test]
+fn sessions_end_cleanly_and_nothing_acknowledged_is_lost() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().to_str().expect("utf-8 path").to_owned();
+    let mut server = Server::start(&["--shards", "2", "--local-root", &root]);
+    let port = server.port();
+    let basin = basin_with_stream(port, "ops-drain", "d");
+    for i in 0..5 {
+        append_ok(port, &basin, "d", &bodies(&[&format!("r{i}")]));
+    }
+    // Two tailing sessions, caught up and following.
+    let mut s2s = open_s2s_read(port, &basin, "d", "seq_num=0", &[]);
+    s2s_records(&mut s2s, 5);
+    let mut sse = open_sse(port, &basin, "d", "seq_num=0", &[]);
+    sse_records(&mut sse, 5);
+
+    server.signal("TERM");
+
+    let terminal = loop {
+        let frame = s2s
+            .next_frame(WAIT)
+            .expect_item("frames up to a terminal one");
+        if frame.is_terminal() {
+            break frame.terminal();
+        }
+        assert!(
+            frame.read_batch().records.is_empty(),
+            "no records after the five"
+        );
+    };
+    assert_eq!(terminal.0, 503);
+    assert_eq!(terminal.1["code"], "server_draining", "{}", terminal.1);
+    assert!(
+        matches!(s2s.next_frame(WAIT), Next::End),
+        "the S2S response ends"
+    );
+    let error = loop {
+        let event = sse.next_event(WAIT).expect_item("events up to an error");
+        match event.kind() {
+            "error" => break event.json(),
+            "ping" => {}
+            other => panic!("unexpected {other:?} event during the drain: {event:?}"),
+        }
+    };
+    assert_eq!(error["code"], "server_draining", "{error}");
+    assert!(
+        matches!(sse.next_event(WAIT), Next::End),
+        "the SSE response ends"
+    );
+    let status = server.wait_exit(WAIT * 2);
+    assert!(status.success(), "exit status {status}");
+
+    let restarted = Server::start(&["--shards", "2", "--local-root", &root]);
+    let records = read_records(restarted.port(), &basin, "d", "seq_num=0");
+    let bodies: Vec<String> = records
+        .iter()
+        .map(|r| r["body"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(bodies, ["r0", "r1", "r2", "r3", "r4"]);
+}
+
+#[test]
+fn a_second_signal_exits_without_waiting_for_the_drain() {
+    let mut server = Server::start(&["--shards", "1"]);
+    let port = server.port();
+    let basin = basin_with_stream(port, "ops-drain2", "d");
+    // A long-poll read of an empty stream holds the drain (for up to its 10 s bound).
+    let mut poll = connect(port);
+    let request = format!(
+        "GET /v1/streams/d/records?seq_num=0&wait=30 HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         S2-Basin: {basin}\r\n\r\n"
+    );
+    poll.write_all(request.as_bytes())
+        .expect("send the long poll");
+    std::thread::sleep(Duration::from_millis(300));
+
+    server.signal("TERM");
+    std::thread::sleep(Duration::from_millis(500));
+    server.assert_alive();
+    server.signal("TERM");
+    let status = server.wait_exit(Duration::from_secs(3));
+    assert_eq!(status.code(), Some(1), "exit status {status}");
+    assert!(
+        server.stderr_text().contains("second signal"),
+        "stderr:\n{}",
+        server.stderr_text()
+    );
+}
