@@ -43,6 +43,8 @@ enum Shape {
     },
     Streams {
         count: [usize; 2],
+        /// Append one record to each stream, then idle (`--touch`).
+        touch: bool,
     },
 }
 
@@ -137,6 +139,16 @@ const MATRIX: &[Entry] = &[
         label: "streams-10k",
         shape: Shape::Streams {
             count: [10_000, 1000],
+            touch: false,
+        },
+    },
+    Entry {
+        // What the server keeps of every stream it has served: streamers past the bound
+        // are unloaded once idle.
+        label: "touch-100k",
+        shape: Shape::Streams {
+            count: [100_000, 10_000],
+            touch: true,
         },
     },
 ];
@@ -173,8 +185,9 @@ impl Entry {
                 knobs.fanout_rate = rate;
                 Scenario::Fanout
             }
-            Shape::Streams { count } => {
+            Shape::Streams { count, touch } => {
                 knobs.stream_count = Some(count[size]);
+                knobs.touch = touch;
                 Scenario::Streams
             }
         };

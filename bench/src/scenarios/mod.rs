@@ -79,6 +79,10 @@ pub struct Knobs {
     /// streams: creates in flight.
     #[arg(long, global = true, default_value_t = 64)]
     pub create_concurrency: usize,
+    /// streams: append one record to each stream once it exists, then let the server idle
+    /// and report its RSS (what touching many streams leaves in memory).
+    #[arg(long, global = true)]
+    pub touch: bool,
     /// append: first measure loopback TCP with iperf3 and report the append rate's share.
     #[arg(long, global = true)]
     pub iperf3: bool,

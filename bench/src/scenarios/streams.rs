@@ -1,11 +1,13 @@
 //! `streams`: create K streams with bounded concurrency; report creates per second, the
-//! time per create, and (when the server's pid is known) its RSS before and after.
+//! time per create, and (when the server's pid is known) its RSS before and after. With
+//! `--touch`, each stream also gets one record, and the RSS is read again after the server
+//! has idled: what a server keeps of every stream it ever served.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use futures::StreamExt;
-use s2_sdk::types::CreateStreamInput;
+use s2_sdk::types::{AppendInput, AppendRecord, AppendRecordBatch, CreateStreamInput};
 use s2_sdk::S2Basin;
 
 use super::{counted_bar, stream_name, Ctx};
@@ -18,6 +20,7 @@ pub async fn run(ctx: &Ctx, basin: &S2Basin) -> Result<Outcome> {
         bail!("--stream-count must be at least 1");
     }
     let concurrency = ctx.knobs.create_concurrency.max(1);
+    let touch = ctx.knobs.touch;
     let rss_before = ctx.server_pid.and_then(rss_mib);
 
     let bar = counted_bar("streams", count as u64, "created");
@@ -31,10 +34,18 @@ pub async fn run(ctx: &Ctx, basin: &S2Basin) -> Result<Outcome> {
                     let parsed = stream_name(&name).map_err(|err| err.to_string())?;
                     let begun = Instant::now();
                     basin
-                        .create_stream(CreateStreamInput::new(parsed))
+                        .create_stream(CreateStreamInput::new(parsed.clone()))
                         .await
-                        .map(|_| begun.elapsed())
-                        .map_err(|err| format!("create stream {name}: {err}"))
+                        .map_err(|err| format!("create stream {name}: {err}"))?;
+                    let created = begun.elapsed();
+                    if touch {
+                        basin
+                            .stream(parsed)
+                            .append(one_record(i)?)
+                            .await
+                            .map_err(|err| format!("append to {name}: {err}"))?;
+                    }
+                    Ok::<_, String>(created)
                 }
             })
             .buffer_unordered(concurrency),
@@ -73,6 +84,15 @@ pub async fn run(ctx: &Ctx, basin: &S2Basin) -> Result<Outcome> {
     if let Some(after) = rss_after {
         outcome.extra.insert("rss_after_mib".to_owned(), after);
     }
+    if touch {
+        // Long enough for background work after the last append (flushes, the segment
+        // sweep) to have run, so what remains is what the server keeps.
+        tokio::time::sleep(IDLE).await;
+        if let Some(idle) = ctx.server_pid.and_then(rss_mib) {
+            outcome.extra.insert("rss_idle_mib".to_owned(), idle);
+        }
+        note.push_str(&format!("; one record each, then {IDLE:?} idle"));
+    }
     if let (Some(before), Some(after)) = (rss_before, rss_after) {
         let per_stream_kib = (after - before) * 1024.0 / count as f64;
         outcome
@@ -82,4 +102,13 @@ pub async fn run(ctx: &Ctx, basin: &S2Basin) -> Result<Outcome> {
     }
     outcome.note = note;
     Ok(outcome)
+}
+
+/// How long the server idles after a `--touch` run before its RSS is read.
+const IDLE: Duration = Duration::from_secs(5);
+
+fn one_record(i: usize) -> Result<AppendInput, String> {
+    let record = AppendRecord::new(format!("touch-{i}")).map_err(|err| err.to_string())?;
+    let batch = AppendRecordBatch::try_from_iter([record]).map_err(|err| err.to_string())?;
+    Ok(AppendInput::new(batch))
 }
