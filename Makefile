@@ -22,7 +22,12 @@ $(VENV_READY): Makefile
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]' prometheus-client
 	touch $@
 
-test-deps: $(VENV_READY)
+# Headless Chromium for the dashboard test (Debian's package).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; } || { sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
+
+test-deps: $(VENV_READY) $(CHROMIUM)
 
 test: test-deps
 	$(CARGO) test --workspace --all-targets

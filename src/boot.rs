@@ -8,10 +8,11 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use crossbeam_channel::RecvTimeoutError;
 use sluice_shards::executors::{self, spawn_shards};
-use sluice_shards::storage::Sidecar;
+use sluice_shards::storage::{Sidecar, StorageLocation};
 use sluice_shards::EngineOptions;
 use tracing::{info, warn};
 
+use crate::api::dashboard::ServerInfo;
 use crate::api::ApiContext;
 use crate::cli::Cli;
 use crate::front::{self, tls, FrontConfig};
@@ -55,7 +56,28 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let front = Arc::new(FrontConfig {
         addr,
         tls,
-        api: ApiContext { cors: !cli.no_cors },
+        api: ApiContext {
+            cors: !cli.no_cors,
+            server: Arc::new(ServerInfo {
+                version: env!("CARGO_PKG_VERSION"),
+                storage: match &location {
+                    StorageLocation::Memory => "in memory".to_owned(),
+                    StorageLocation::Local(dir) => format!("local disk at {}", dir.display()),
+                    StorageLocation::S3 { bucket, path } => {
+                        format!(
+                            "bucket {bucket}{}",
+                            path.as_deref().map_or(String::new(), |p| format!("/{p}"))
+                        )
+                    }
+                },
+                shards: shard_count,
+                tls: cli.tls_enabled(),
+                cors: !cli.no_cors,
+                append_inflight_bytes: cli.append_inflight_bytes,
+                deletion_delay_ms: cli.deletion_delay_ms,
+                segment_linger_ms: cli.segment_linger_ms,
+            }),
+        },
         timers: sidecar.runtime(),
     });
     let (ready_tx, ready_rx) = crossbeam_channel::bounded(shard_count);
@@ -115,6 +137,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     println!("export S2_ACCOUNT_ENDPOINT={shown}");
     println!("export S2_BASIN_ENDPOINT={shown}");
     println!("export S2_ACCESS_TOKEN=ignored");
+    println!("# dashboard: {shown}/dashboard");
     if cli.tls_self {
         println!("export S2_SSL_NO_VERIFY=true");
     }

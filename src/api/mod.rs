@@ -4,6 +4,7 @@
 
 mod basins;
 mod body;
+pub mod dashboard;
 mod error;
 mod headers;
 mod misc;
@@ -12,6 +13,7 @@ mod streams;
 mod wire;
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -38,6 +40,7 @@ pub fn full(bytes: Bytes) -> Body {
 #[derive(Debug, Clone)]
 pub struct ApiContext {
     pub cors: bool,
+    pub server: Arc<dashboard::ServerInfo>,
 }
 
 pub async fn handle(ctx: &ApiContext, shard: &Rc<Shard>, req: Request<Incoming>) -> Response<Body> {
@@ -47,7 +50,7 @@ pub async fn handle(ctx: &ApiContext, shard: &Rc<Shard>, req: Request<Incoming>)
             return preflight(origin, method.clone(), req.headers());
         }
     }
-    let mut resp = route(shard, req)
+    let mut resp = route(ctx, shard, req)
         .await
         .unwrap_or_else(ApiError::into_response);
     if ctx.cors {
@@ -84,7 +87,11 @@ fn preflight(origin: Option<HeaderValue>, method: HeaderValue, req: &HeaderMap) 
     resp
 }
 
-async fn route(shard: &Rc<Shard>, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+async fn route(
+    ctx: &ApiContext,
+    shard: &Rc<Shard>,
+    req: Request<Incoming>,
+) -> ApiResult<Response<Body>> {
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(&path).split('/').collect();
     let method = req.method().clone();
@@ -96,6 +103,14 @@ async fn route(shard: &Rc<Shard>, req: Request<Incoming>) -> ApiResult<Response<
     match segments.as_slice() {
         ["health"] | ["ping"] => match method {
             Method::GET | Method::HEAD => Ok(misc::health(shard).await),
+            _ => Err(not_allowed("GET")),
+        },
+        ["dashboard"] => match method {
+            Method::GET => Ok(dashboard::page()),
+            _ => Err(not_allowed("GET")),
+        },
+        ["dashboard", "server"] => match method {
+            Method::GET => Ok(dashboard::server(&ctx.server)),
             _ => Err(not_allowed("GET")),
         },
         ["metrics"] => match method {

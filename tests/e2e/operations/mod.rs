@@ -1,5 +1,6 @@
 //! Operating the server: what an operator scrapes and watches.
 
+mod dashboard;
 mod deploy;
 mod drain;
 mod metrics;

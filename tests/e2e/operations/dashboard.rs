@@ -1,0 +1,138 @@
+//! `/dashboard` in a real browser: headless Chromium (Debian's package, which `make test`
+//! installs) loads the page for a stream the test created and appended to, and the DOM
+//! shows the server, the basin, the stream and its records, including ones appended while
+//! the page was open (it tails live). A screenshot is kept as a test artifact.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::data_plane::{append_ok, basin_with_stream, bodies};
+use crate::harness::{get, Server};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+fn chromium(args: &[&str], profile: &str) -> Command {
+    assert!(
+        PathBuf::from(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: run `make test`, which installs Debian's chromium"
+    );
+    let mut command = Command::new(CHROMIUM);
+    command
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1400,800",
+        ])
+        .arg(format!("--user-data-dir={profile}"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    command
+}
+
+fn finished(output: Output) -> Output {
+    assert!(
+        output.status.success(),
+        "chromium failed: {}",
+        output.status
+    );
+    output
+}
+
+#[test]
+fn the_dashboard_shows_a_stream_and_tails_its_records_in_a_browser() {
+    let server = Server::start(&["--shards", "2"]);
+    let port = server.port();
+    let page = get(port, "/dashboard");
+    page.expect_status(200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+
+    let basin = basin_with_stream(port, "ops-dash", "events");
+    for i in 0..3 {
+        append_ok(
+            port,
+            &basin,
+            "events",
+            &bodies(&[&format!("dash-record-{i}")]),
+        );
+    }
+    let url = format!("http://127.0.0.1:{port}/dashboard#basin={basin}&stream=events");
+    let profiles = tempfile::tempdir().expect("temp dir");
+    let profile = |name: &str| profiles.path().join(name).display().to_string();
+
+    // A writer keeps appending while the page is open; the page must show some of it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, basin) = (stop.clone(), basin.clone());
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                append_ok(
+                    port,
+                    &basin,
+                    "events",
+                    &bodies(&[&format!("dash-live-{n}")]),
+                );
+                n += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let output = chromium(
+        &["--virtual-time-budget=30000", "--dump-dom", &url],
+        &profile("dom"),
+    )
+    .output()
+    .expect("chromium");
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("the writer");
+    let dom = String::from_utf8(finished(output).stdout).expect("the DOM is UTF-8");
+    let since = dom
+        .split("id=\"since\">+")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no \"since opened\" count in the page:\n{dom}"));
+    assert!(since >= 1, "the page did not tail: +{since} since opened");
+    for expected in [
+        basin.as_str(),
+        "events",
+        // The latest 20 records: by now, the writer's.
+        "dash-live-",
+        concat!("v", env!("CARGO_PKG_VERSION")),
+        "in memory",
+    ] {
+        assert!(
+            dom.contains(expected),
+            "the page does not show {expected:?}:\n{dom}"
+        );
+    }
+
+    let artifacts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).expect("artifact directory");
+    let shot = artifacts.join("dashboard.png");
+    let screenshot = format!("--screenshot={}", shot.display());
+    finished(
+        chromium(
+            &["--virtual-time-budget=5000", &screenshot, &url],
+            &profile("shot"),
+        )
+        .output()
+        .expect("chromium"),
+    );
+    let png = std::fs::read(&shot).expect("the screenshot was written");
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG: {}", shot.display());
+}
