@@ -121,6 +121,22 @@ fn the_dashboard_shows_a_stream_and_tails_its_records_in_a_browser() {
         );
     }
 
+    // Browsing from a seq_num (the address keeps it) shows that page, not the tail.
+    let page_url = format!("{url}&from=0");
+    let output = chromium(
+        &["--virtual-time-budget=5000", "--dump-dom", &page_url],
+        &profile("page"),
+    )
+    .output()
+    .expect("chromium");
+    let dom = String::from_utf8(finished(output).stdout).expect("the DOM is UTF-8");
+    for expected in ["Records from seq_num 0", "dash-record-0", "dash-record-2"] {
+        assert!(
+            dom.contains(expected),
+            "the page does not show {expected:?}:\n{dom}"
+        );
+    }
+
     let artifacts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
     std::fs::create_dir_all(&artifacts).expect("artifact directory");
     let shot = artifacts.join("dashboard.png");
