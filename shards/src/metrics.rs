@@ -190,6 +190,7 @@ pub struct Metrics {
     followers: IntGaugeVec,
     streamers: IntGaugeVec,
     inbox_depth: IntGaugeVec,
+    jobs_running: IntGaugeVec,
     busy_seconds: prometheus::CounterVec,
     jobs: IntCounterVec,
     reclaimed_bytes: IntCounterVec,
@@ -366,6 +367,12 @@ impl Metrics {
                 "Jobs from other shards waiting in a shard's inbox.",
                 shard,
             ),
+            jobs_running: gauge_vec(
+                &r,
+                "sluice_shard_jobs_running",
+                "Jobs from other shards a shard is running (bounded; the rest wait in its inbox).",
+                shard,
+            ),
             busy_seconds,
             jobs: counter_vec(
                 &r,
@@ -457,6 +464,7 @@ impl Metrics {
             followers: self.followers.with_label_values(&[&s]),
             streamers: self.streamers.with_label_values(&[&s]),
             inbox_depth: self.inbox_depth.with_label_values(&[&s]),
+            jobs_running: self.jobs_running.with_label_values(&[&s]),
             busy_seconds: self.busy_seconds.with_label_values(&[&s]),
             jobs: Job::ALL.map(|j| self.jobs.with_label_values(&[&s, j.label()]).local()),
             reclaimed_bytes: self.reclaimed_bytes.with_label_values(&[&s]).local(),
@@ -522,6 +530,7 @@ pub struct ShardMetrics {
     followers: GenericGauge<AtomicI64>,
     streamers: GenericGauge<AtomicI64>,
     inbox_depth: GenericGauge<AtomicI64>,
+    jobs_running: GenericGauge<AtomicI64>,
     busy_seconds: GenericCounter<AtomicF64>,
     jobs: [LocalIntCounter; 5],
     reclaimed_bytes: LocalIntCounter,
@@ -578,6 +587,13 @@ impl ShardMetrics {
         self.reclaimed_bytes.inc_by(bytes);
     }
 
+    /// Count a job from another shard as running until the returned guard drops. Moved as
+    /// it happens rather than at flush: a scrape is itself a job, and waits behind them.
+    pub fn job_started(&self) -> JobGuard {
+        self.jobs_running.inc();
+        JobGuard(self.jobs_running.clone())
+    }
+
     /// Count a session as open until the returned guard drops.
     pub fn session(&self, kind: SessionKind) -> SessionGuard {
         let gauge = self.sessions[kind as usize].clone();
@@ -608,6 +624,15 @@ impl ShardMetrics {
         self.streamers.set(as_gauge(gauges.streamers as u64));
         self.inbox_depth.set(as_gauge(gauges.inbox_depth as u64));
         self.busy_seconds.inc_by(gauges.busy.as_secs_f64());
+    }
+}
+
+/// Holds a job in `sluice_shard_jobs_running`.
+pub struct JobGuard(GenericGauge<AtomicI64>);
+
+impl Drop for JobGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -28,6 +28,12 @@ use crate::streamer::{StreamKey, Streamer};
 /// number of streams ever touched.
 pub const STREAMERS_LOADED_MAX: usize = 16_384;
 
+/// Default bound on the jobs from other shards that one shard runs at once. Each is a
+/// request's work on its owner (an append up to its admission, a read until its session
+/// starts, a control-plane change), so this bounds that work's memory, not the server's
+/// concurrency: appends and reads in progress are not jobs.
+pub const JOBS_IN_FLIGHT_MAX: usize = 1024;
+
 /// Engine settings shared by every shard.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -47,6 +53,8 @@ pub struct EngineOptions {
     /// Streams whose state one shard keeps loaded; beyond it, idle ones are unloaded,
     /// least recently used first, and reloaded from storage when next used.
     pub streamers_max: usize,
+    /// Jobs from other shards one shard runs at once; more wait in its inbox.
+    pub jobs_in_flight_max: usize,
 }
 
 impl Default for EngineOptions {
@@ -58,6 +66,7 @@ impl Default for EngineOptions {
             segment_cache_bytes: SEGMENT_CACHE_BYTES_MAX,
             segment_linger: Duration::ZERO,
             streamers_max: STREAMERS_LOADED_MAX,
+            jobs_in_flight_max: JOBS_IN_FLIGHT_MAX,
         }
     }
 }
@@ -122,9 +131,21 @@ impl Shard {
             stream_locks: KeyedLocks::default(),
         });
         let runner = shard.clone();
+        let slots = Rc::new(Semaphore::new(shard.options.jobs_in_flight_max as u64));
         glommio::spawn_local(async move {
-            while let Ok(job) = inbox.0.recv_async().await {
-                glommio::spawn_local(job(runner.clone())).detach();
+            // A job is taken from the inbox only once a slot is free: past the bound, jobs
+            // wait in the inbox, and once it is full their senders wait too. No job calls
+            // another shard, so a full shard cannot be waiting on one that waits on it.
+            while let Ok(slot) = slots.acquire_static_permit(1).await {
+                let Ok(job) = inbox.0.recv_async().await else {
+                    return;
+                };
+                let (shard, running) = (runner.clone(), runner.metrics().job_started());
+                glommio::spawn_local(async move {
+                    job(shard).await;
+                    drop((running, slot));
+                })
+                .detach();
             }
         })
         .detach();

@@ -66,6 +66,46 @@ where
     out
 }
 
+/// Run `scenario` on shard 0 of two shards over `store`, with the raw storage handle; shard
+/// 1 serves what shard 0 sends it until the scenario is done.
+#[allow(dead_code)] // each test binary uses one of the entry points
+pub fn on_two_shards<T, F, Fut>(
+    store: Arc<dyn ObjectStore>,
+    options: EngineOptions,
+    scenario: F,
+) -> T
+where
+    T: Send + 'static,
+    F: Fn(Rc<Shard>, Storage) -> Fut + Send + Clone + 'static,
+    Fut: Future<Output = T> + 'static,
+{
+    let sidecar = Sidecar::open_with_store(store, DB_PATH, 2).expect("open storage");
+    let storage = sidecar.storage();
+    let (tx, rx) = mpsc::channel();
+    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+    let handles = spawn_shards(2, sidecar.storage(), options, move |shard| {
+        let (tx, scenario, storage) = (tx.clone(), scenario.clone(), storage.clone());
+        let (done_tx, mut done_rx) = (done_tx.clone(), done_rx.clone());
+        async move {
+            if shard.id() == 0 {
+                let _ = tx.send(scenario(shard, storage).await);
+                let _ = done_tx.send(true);
+            } else {
+                let _ = done_rx.wait_for(|done| *done).await;
+            }
+        }
+    })
+    .expect("start shards");
+    let out = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("scenario finished in time");
+    for h in handles {
+        h.join().expect("shard exits cleanly");
+    }
+    let _ = sidecar.close();
+    out
+}
+
 /// Up to 1000 records of a stream from `seq_num` on, reading only what is there (no
 /// following); empty if the start is at the tail.
 #[allow(dead_code)] // not every test binary reads
