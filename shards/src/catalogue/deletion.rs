@@ -30,12 +30,17 @@ pub(crate) fn schedule_stream_cleanup(shard: &Rc<Shard>, basin: BasinName, strea
     let shard = shard.clone();
     glommio::spawn_local(async move {
         glommio::timer::sleep(shard.options.deletion_delay).await;
-        while let Err(e) = shard.clean_up_stream(&basin, &stream).await {
-            warn!(%basin, %stream, error = %e, "stream cleanup failed; retrying");
-            glommio::timer::sleep(RETRY_DELAY).await;
-        }
+        clean_up_stream_until_done(&shard, &basin, &stream).await;
     })
     .detach();
+}
+
+/// Remove a deleted stream, retrying failed steps until it is gone.
+async fn clean_up_stream_until_done(shard: &Shard, basin: &BasinName, stream: &StreamName) {
+    while let Err(e) = shard.clean_up_stream(basin, stream).await {
+        warn!(%basin, %stream, error = %e, "stream cleanup failed; retrying");
+        glommio::timer::sleep(RETRY_DELAY).await;
+    }
 }
 
 pub(crate) fn schedule_basin_deletion(shard: &Rc<Shard>, basin: BasinName) {
@@ -160,7 +165,12 @@ impl Shard {
 }
 
 /// Resume the cleanups that were queued before the last stop and are owned by `shard`.
+/// Stream cleanups run here one at a time, a page of markers at a time, rather than as a
+/// task each: a boot after many deletions holds nothing per queued stream.
 pub async fn resume_background_work(shard: Rc<Shard>) {
+    // Deletions from just before the stop stay "pending" for the configured delay, as they
+    // would have without the restart.
+    glommio::timer::sleep(shard.options.deletion_delay).await;
     for kind in [KeyKind::StreamCleanup, KeyKind::BasinDeletion] {
         while let Err(e) = resume_kind(&shard, kind).await {
             warn!(error = %e, "scanning queued cleanups failed; retrying");
@@ -182,7 +192,7 @@ async fn resume_kind(shard: &Rc<Shard>, kind: KeyKind) -> Result<()> {
                 KeyKind::StreamCleanup => {
                     if let Some((basin, stream)) = keys::basin_stream_from_key(key) {
                         if shard.placement.stream_owner(&basin, &stream) == shard.id {
-                            schedule_stream_cleanup(shard, basin, stream);
+                            clean_up_stream_until_done(shard, &basin, &stream).await;
                         }
                     }
                 }

@@ -85,7 +85,11 @@ fn sessions_end_cleanly_and_nothing_acknowledged_is_lost() {
     let status = server.wait_exit(WAIT * 2);
     assert!(status.success(), "exit status {status}");
 
-    let restarted = Server::start(&["--shards", "2", "--local-root", &root]);
+    // Logged at `info`, so that a start that does not finish shows where it stopped.
+    let restarted = Server::start_with_env(
+        &["--shards", "2", "--local-root", &root],
+        &[("RUST_LOG", "info")],
+    );
     let records = read_records(restarted.port(), &basin, "d", "seq_num=0");
     let bodies: Vec<String> = records
         .iter()
