@@ -45,25 +45,7 @@ where
     F: Fn(Rc<Shard>, Storage) -> Fut + Send + Clone + 'static,
     Fut: Future<Output = T> + 'static,
 {
-    let sidecar = Sidecar::open_with_store(store, DB_PATH, 2).expect("open storage");
-    let storage = sidecar.storage();
-    let (tx, rx) = mpsc::channel();
-    let handles = spawn_shards(1, sidecar.storage(), options, move |shard| {
-        let (tx, scenario, storage) = (tx.clone(), scenario.clone(), storage.clone());
-        async move {
-            let _ = tx.send(scenario(shard, storage).await);
-        }
-    })
-    .expect("start shard");
-    let out = rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("scenario finished in time");
-    for h in handles {
-        h.join().expect("shard exits cleanly");
-    }
-    // A database whose writes failed may refuse to close cleanly; that is expected.
-    let _ = sidecar.close();
-    out
+    on_shards(1, store, options, scenario)
 }
 
 /// Run `scenario` on shard 0 of two shards over `store`, with the raw storage handle; shard
@@ -79,11 +61,27 @@ where
     F: Fn(Rc<Shard>, Storage) -> Fut + Send + Clone + 'static,
     Fut: Future<Output = T> + 'static,
 {
+    on_shards(2, store, options, scenario)
+}
+
+/// Run `scenario` on shard 0 of `count` shards; the others serve what it sends them until
+/// it is done.
+fn on_shards<T, F, Fut>(
+    count: usize,
+    store: Arc<dyn ObjectStore>,
+    options: EngineOptions,
+    scenario: F,
+) -> T
+where
+    T: Send + 'static,
+    F: Fn(Rc<Shard>, Storage) -> Fut + Send + Clone + 'static,
+    Fut: Future<Output = T> + 'static,
+{
     let sidecar = Sidecar::open_with_store(store, DB_PATH, 2).expect("open storage");
     let storage = sidecar.storage();
     let (tx, rx) = mpsc::channel();
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
-    let handles = spawn_shards(2, sidecar.storage(), options, move |shard| {
+    let handles = spawn_shards(count, sidecar.storage(), options, move |shard| {
         let (tx, scenario, storage) = (tx.clone(), scenario.clone(), storage.clone());
         let (done_tx, mut done_rx) = (done_tx.clone(), done_rx.clone());
         async move {
@@ -100,8 +98,9 @@ where
         .recv_timeout(Duration::from_secs(120))
         .expect("scenario finished in time");
     for h in handles {
-        h.join().expect("shard exits cleanly");
+        h.join().expect("shards exit cleanly");
     }
+    // A database whose writes failed may refuse to close cleanly; that is expected.
     let _ = sidecar.close();
     out
 }

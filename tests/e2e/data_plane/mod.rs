@@ -404,7 +404,34 @@ impl StreamingResponse {
         let mut socket = connect(port);
         // A server may answer and stop reading early; the answer is what matters.
         let _ = socket.write_all(&request);
+        StreamingResponse::receive(socket, method, path)
+    }
 
+    /// Sends the head of a request whose body is chunked and written later by the caller
+    /// through the returned socket (see [`write_chunk`]), and reads the response head.
+    pub fn open_chunked(
+        port: u16,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (StreamingResponse, TcpStream) {
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nTransfer-Encoding: chunked\r\n"
+        );
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut socket = connect(port);
+        socket
+            .write_all(head.as_bytes())
+            .expect("send the request head");
+        let writer = socket.try_clone().expect("clone the socket");
+        (StreamingResponse::receive(socket, method, path), writer)
+    }
+
+    /// Reads the status line and headers of the response to a request already sent.
+    fn receive(mut socket: TcpStream, method: &str, path: &str) -> StreamingResponse {
         let deadline = Instant::now() + HTTP_TIMEOUT;
         let mut received = Vec::new();
         let head_end = loop {
@@ -688,6 +715,15 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack
         .windows(needle.len())
         .position(|window| window == needle)
+}
+
+/// Writes one chunk of a chunked request body.
+pub fn write_chunk(socket: &mut TcpStream, data: &[u8]) {
+    socket
+        .write_all(format!("{:x}\r\n", data.len()).as_bytes())
+        .and_then(|()| socket.write_all(data))
+        .and_then(|()| socket.write_all(b"\r\n"))
+        .expect("send a body chunk");
 }
 
 /// An SSE read session with extra headers.

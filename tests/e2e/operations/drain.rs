@@ -1,13 +1,14 @@
-//! Shutting down gracefully: on SIGTERM the open S2S and SSE read sessions end with a
-//! `server_draining` error (a clean end their clients reconnect on), what was acknowledged
-//! is all there after a restart, and the process exits 0; a second signal exits at once.
+//! Shutting down gracefully: on SIGTERM the open S2S and SSE read sessions and an S2S append
+//! session end with a `server_draining` error (a clean end their clients reconnect on),
+//! what was acknowledged is all there after a restart, and the process exits 0; a second
+//! signal exits at once.
 
 use std::io::Write;
 use std::time::Duration;
 
 use crate::data_plane::{
-    append_ok, basin_with_stream, bodies, open_s2s_read, open_sse, read_records, Next,
-    StreamingResponse,
+    append_ok, basin_with_stream, bodies, input_frame, open_s2s_read, open_sse, proto,
+    read_records, records_path, write_chunk, Next, StreamingResponse,
 };
 use crate::harness::{connect, Server};
 
@@ -48,8 +49,33 @@ fn sessions_end_cleanly_and_nothing_acknowledged_is_lost() {
     s2s_records(&mut s2s, 5);
     let mut sse = open_sse(port, &basin, "d", "seq_num=0", &[]);
     sse_records(&mut sse, 5);
+    // An S2S append session whose request body stays open: one input, acknowledged.
+    let (mut appends, mut body) = StreamingResponse::open_chunked(
+        port,
+        "POST",
+        &records_path("d", ""),
+        &[("S2-Basin", basin.as_str()), ("Content-Type", "s2s/proto")],
+    );
+    write_chunk(&mut body, &input_frame(&proto::input(&["r5"])));
+    let ack = appends.next_frame(WAIT).expect_item("the first ack");
+    assert_eq!(proto::ack_positions(&ack.append_ack())[0].0, 5);
 
     server.signal("TERM");
+
+    // The append session takes no more input and ends with the draining error.
+    let terminal = appends
+        .next_frame(WAIT)
+        .expect_item("the append session's terminal frame");
+    let (status, error) = terminal.terminal();
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (503, Some("server_draining")),
+        "{error}"
+    );
+    assert!(
+        matches!(appends.next_frame(WAIT), Next::End),
+        "the append session ends"
+    );
 
     let terminal = loop {
         let frame = s2s
@@ -58,10 +84,10 @@ fn sessions_end_cleanly_and_nothing_acknowledged_is_lost() {
         if frame.is_terminal() {
             break frame.terminal();
         }
-        assert!(
-            frame.read_batch().records.is_empty(),
-            "no records after the five"
-        );
+        // The only record after the five is the one the append session wrote.
+        for record in frame.read_batch().records {
+            assert_eq!((record.seq_num, record.body.as_slice()), (5, &b"r5"[..]));
+        }
     };
     assert_eq!(terminal.0, 503);
     assert_eq!(terminal.1["code"], "server_draining", "{}", terminal.1);
@@ -74,6 +100,13 @@ fn sessions_end_cleanly_and_nothing_acknowledged_is_lost() {
         match event.kind() {
             "error" => break event.json(),
             "ping" => {}
+            "batch" => {
+                let records = event.json()["records"].clone();
+                assert_eq!(
+                    records[0]["body"], "r5",
+                    "only r5 follows the five: {records}"
+                );
+            }
             other => panic!("unexpected {other:?} event during the drain: {event:?}"),
         }
     };
@@ -95,7 +128,7 @@ fn sessions_end_cleanly_and_nothing_acknowledged_is_lost() {
         .iter()
         .map(|r| r["body"].as_str().unwrap_or_default().to_owned())
         .collect();
-    assert_eq!(bodies, ["r0", "r1", "r2", "r3", "r4"]);
+    assert_eq!(bodies, ["r0", "r1", "r2", "r3", "r4", "r5"]);
 }
 
 #[test]

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 const MEMLOCK_NEEDED: u64 = 512 << 10;
 const EXIT_WITHIN: Duration = Duration::from_secs(20);
 
-/// Runs sluice with `setup` applied in the child before exec; waits for it to exit.
-fn run_sluice(setup: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static) -> Output {
+/// The sluice command, with `setup` applied in the child before exec.
+fn sluice(setup: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
     command
         .args(["--host", "127.0.0.1", "--port", "0"])
@@ -22,8 +22,13 @@ fn run_sluice(setup: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static
         .stderr(Stdio::piped());
     // SAFETY: the hook only makes async-signal-safe system calls (setrlimit, prctl).
     unsafe { command.pre_exec(setup) };
+    command
+}
+
+/// Runs sluice with `setup` applied in the child before exec; waits for it to exit.
+fn run_sluice(setup: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static) -> Output {
     let started = Instant::now();
-    let output = command.output().expect("run sluice");
+    let output = sluice(setup).output().expect("run sluice");
     assert!(
         started.elapsed() < EXIT_WITHIN,
         "sluice took {:?} to give up",
@@ -76,16 +81,10 @@ fn a_locked_memory_limit_below_the_need_is_one_clear_line() {
 
 #[test]
 fn a_locked_memory_limit_at_the_need_starts() {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    command
-        .args(["--host", "127.0.0.1", "--port", "0"])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    // SAFETY: as above.
-    unsafe { command.pre_exec(memlock(MEMLOCK_NEEDED)) };
-    let mut child = command.spawn().expect("spawn sluice");
+    let mut child = sluice(memlock(MEMLOCK_NEEDED))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn sluice");
     let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
     let mut first = String::new();
     std::io::BufRead::read_line(&mut stdout, &mut first).expect("read stdout");
