@@ -6,7 +6,7 @@ VENV := .venv
 MOTO := $(VENV)/bin/moto_server
 PORT ?= 8080
 
-.PHONY: build run test test-deps lint fmt clean
+.PHONY: build run test test-deps seccomp-py lint fmt clean
 
 build:
 	$(CARGO) build --release --bin sluice
@@ -27,7 +27,11 @@ CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
 	{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; } || { sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 
-test-deps: $(VENV_READY) $(CHROMIUM)
+# libseccomp's Python bindings, to load the container seccomp profile in a test (Debian's).
+seccomp-py:
+	/usr/bin/python3 -c 'import seccomp' 2>/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y python3-seccomp; } || { sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y python3-seccomp; }
+
+test-deps: $(VENV_READY) $(CHROMIUM) seccomp-py
 
 test: test-deps
 	$(CARGO) test --workspace --all-targets

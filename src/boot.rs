@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use crate::api::dashboard::ServerInfo;
 use crate::api::ApiContext;
 use crate::cli::Cli;
-use crate::front::{self, tls, FrontConfig};
+use crate::front::{self, tls, FrontConfig, Phase};
 
 /// How long shards may take to bind the port before boot gives up.
 const BIND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -76,12 +76,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 append_inflight_bytes: cli.append_inflight_bytes,
                 deletion_delay_ms: cli.deletion_delay_ms,
                 segment_linger_ms: cli.segment_linger_ms,
+                drain_grace_ms: cli.drain_grace_ms,
             }),
         },
         timers: sidecar.runtime(),
     });
     let (ready_tx, ready_rx) = crossbeam_channel::bounded(shard_count);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (phase_tx, phase_rx) = tokio::sync::watch::channel(Phase::Serving);
     let options = EngineOptions {
         append_inflight_bytes: cli.append_inflight_bytes,
         clock: sluice_shards::clock::Clock::system(),
@@ -93,7 +94,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         let (front, ready, stop, init) = (
             front.clone(),
             ready_tx.clone(),
-            stop_rx.clone(),
+            phase_rx.clone(),
             init.clone(),
         );
         async move {
@@ -144,15 +145,24 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
     let mut signals = shutdown_signals()?;
     signals.forever().next();
-    info!("shutting down: draining connections");
-    // A second signal does not wait for the drain.
+    // A second signal does not wait for the grace period or the drain.
     std::thread::spawn(move || {
         if signals.forever().next().is_some() {
             eprintln!("sluice: second signal, exiting without draining");
             std::process::exit(1);
         }
     });
-    let _ = stop_tx.send(true);
+    let _ = phase_tx.send(Phase::Leaving);
+    let grace = cli.drain_grace();
+    if !grace.is_zero() {
+        info!(
+            ?grace,
+            "shutting down: /health fails, still serving for the grace period"
+        );
+        std::thread::sleep(grace);
+    }
+    info!("shutting down: draining connections");
+    let _ = phase_tx.send(Phase::Stopping);
     for handle in handles {
         if let Err(e) = handle.join() {
             warn!(error = %e, "shard ended with an error");

@@ -77,6 +77,11 @@ pub struct Cli {
     /// hundred milliseconds means fewer, larger objects and fewer billed requests.
     #[arg(long, env = "SLUICE_SEGMENT_LINGER_MS", default_value_t = 0)]
     pub segment_linger_ms: u64,
+
+    /// On SIGTERM, how long to keep serving with `/health` failing before the drain starts,
+    /// in milliseconds: time for load balancers to notice and stop sending new requests.
+    #[arg(long, env = "SLUICE_DRAIN_GRACE_MS", default_value_t = 0)]
+    pub drain_grace_ms: u64,
 }
 
 impl Cli {
@@ -103,6 +108,10 @@ impl Cli {
 
     pub fn segment_linger(&self) -> Duration {
         Duration::from_millis(self.segment_linger_ms)
+    }
+
+    pub fn drain_grace(&self) -> Duration {
+        Duration::from_millis(self.drain_grace_ms)
     }
 
     pub fn tls_enabled(&self) -> bool {

@@ -1,7 +1,7 @@
 //! A shard: one pinned glommio executor's share of the engine. It owns, outright, the
 //! basins and streams placed on it; other threads reach them only by sending it a job.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
@@ -91,6 +91,7 @@ pub struct Shard {
     metrics: Rc<ShardMetrics>,
     /// Set once the server starts shutting down.
     drain: tokio::sync::watch::Sender<bool>,
+    leaving: Cell<bool>,
 }
 
 impl Shard {
@@ -117,6 +118,7 @@ impl Shard {
             id,
             metrics,
             drain: tokio::sync::watch::Sender::new(false),
+            leaving: Cell::new(false),
             segment_writer,
             segment_cache,
             streamers: RefCell::new(LruCache::unbounded()),
@@ -224,9 +226,16 @@ impl Shard {
             .map_err(|_| EngineError::Unavailable("owner shard dropped the request"))?
     }
 
+    /// Announce the coming shutdown: health checks fail from now on, so that load balancers
+    /// stop sending, while every request is still served as before.
+    pub fn begin_leaving(&self) {
+        self.leaving.set(true);
+    }
+
     /// Start shutting down: health checks fail from now on, and sessions served by this
     /// shard end with [`EngineError::Draining`] so that their clients reconnect elsewhere.
     pub fn begin_drain(&self) {
+        self.leaving.set(true);
         self.drain.send_replace(true);
     }
 
@@ -239,9 +248,9 @@ impl Shard {
         }
     }
 
-    /// Check the storage sidecar answers, unless the server is shutting down.
+    /// Check the storage sidecar answers, unless the server is leaving or shutting down.
     pub async fn health(&self) -> Result<()> {
-        if *self.drain.borrow() {
+        if self.leaving.get() {
             return Err(EngineError::Draining);
         }
         self.storage.get(bytes::Bytes::from_static(b"\x00")).await?;

@@ -49,6 +49,17 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Where the server is in its life. Boot moves it forward; every shard's front follows.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub enum Phase {
+    Serving,
+    /// Shutting down soon: `/health` fails so that load balancers stop sending, and
+    /// everything else is served as before.
+    Leaving,
+    /// Accept no more connections, end sessions, finish in-flight requests.
+    Stopping,
+}
+
 /// What every shard's front end needs; built once at boot.
 pub struct FrontConfig {
     pub addr: SocketAddr,
@@ -57,12 +68,12 @@ pub struct FrontConfig {
     pub timers: tokio::runtime::Handle,
 }
 
-/// Bind, report readiness, serve until `shutdown` flips, then drain.
+/// Bind, report readiness, serve until `phase` reaches [`Phase::Stopping`], then drain.
 pub async fn run(
     shard: Rc<Shard>,
     config: Arc<FrontConfig>,
     ready: crossbeam_channel::Sender<std::io::Result<()>>,
-    mut shutdown: watch::Receiver<bool>,
+    mut phase: watch::Receiver<Phase>,
 ) {
     let listener = match TcpListener::bind(config.addr) {
         Ok(l) => {
@@ -76,9 +87,18 @@ pub async fn run(
     };
     let open = Rc::new(Cell::new(0usize));
     let builder = Rc::new(http_builder(&config));
+    glommio::spawn_local({
+        let (shard, mut phase) = (shard.clone(), phase.clone());
+        async move {
+            if phase.wait_for(|p| *p >= Phase::Leaving).await.is_ok() {
+                shard.begin_leaving();
+            }
+        }
+    })
+    .detach();
     loop {
         let accepted = {
-            let stop = Box::pin(shutdown.wait_for(|stop| *stop));
+            let stop = Box::pin(phase.wait_for(|p| *p == Phase::Stopping));
             match select(Box::pin(listener.accept()), stop).await {
                 Either::Left((accepted, _)) => accepted,
                 Either::Right(_) => break,
@@ -100,15 +120,15 @@ pub async fn run(
         let _ = stream.set_nodelay(true);
         open.set(open.get() + 1);
         let guard = OpenGuard(open.clone());
-        let (shard, config, builder, shutdown) = (
+        let (shard, config, builder, phase) = (
             shard.clone(),
             config.clone(),
             builder.clone(),
-            shutdown.clone(),
+            phase.clone(),
         );
         glommio::spawn_local(async move {
             let _guard = guard;
-            serve_connection(stream, shard, config, builder, shutdown).await;
+            serve_connection(stream, shard, config, builder, phase).await;
         })
         .detach();
     }
@@ -157,13 +177,13 @@ async fn serve_connection(
     shard: Rc<Shard>,
     config: Arc<FrontConfig>,
     builder: Rc<auto::Builder<LocalExec>>,
-    shutdown: watch::Receiver<bool>,
+    phase: watch::Receiver<Phase>,
 ) {
     let seen: io::FirstRequestSeen = Rc::new(Cell::new(false));
     match &config.tls {
         None => {
             let io = Guarded::new(stream, HEADER_READ_TIMEOUT, seen.clone());
-            serve_http(io, shard, config.clone(), &builder, shutdown, seen).await
+            serve_http(io, shard, config.clone(), &builder, phase, seen).await
         }
         Some(tls) => {
             let acceptor = futures_rustls::TlsAcceptor::from(tls.clone());
@@ -178,7 +198,7 @@ async fn serve_connection(
                 Either::Right(_) => return,
             };
             let io = Guarded::new(tls_stream, HEADER_READ_TIMEOUT, seen.clone());
-            serve_http(io, shard, config.clone(), &builder, shutdown, seen).await
+            serve_http(io, shard, config.clone(), &builder, phase, seen).await
         }
     }
 }
@@ -188,7 +208,7 @@ async fn serve_http<S>(
     shard: Rc<Shard>,
     config: Arc<FrontConfig>,
     builder: &auto::Builder<LocalExec>,
-    mut shutdown: watch::Receiver<bool>,
+    mut phase: watch::Receiver<Phase>,
     seen: io::FirstRequestSeen,
 ) where
     S: futures::AsyncRead + futures::AsyncWrite + Unpin + 'static,
@@ -201,7 +221,7 @@ async fn serve_http<S>(
     let io = tokio::io::BufWriter::with_capacity(WRITE_BUFFER_BYTES, io.compat());
     let conn = builder.serve_connection(TokioIo::new(io), service);
     let mut conn = std::pin::pin!(conn);
-    let stop = Box::pin(shutdown.wait_for(|stop| *stop));
+    let stop = Box::pin(phase.wait_for(|p| *p == Phase::Stopping));
     let result = match select(conn.as_mut(), stop).await {
         Either::Left((result, _)) => result,
         Either::Right(_) => {

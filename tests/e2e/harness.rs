@@ -48,7 +48,21 @@ impl Server {
 
     /// Like [`Server::start`], with extra environment variables for the child.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        Server::start_under(&[], args, env)
+    }
+
+    /// Like [`Server::start_with_env`], run through `wrapper` (a program and its
+    /// arguments, given the sluice command line to exec).
+    pub fn start_under(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Server {
+        let sluice = env!("CARGO_BIN_EXE_sluice");
+        let mut command = match wrapper.split_first() {
+            None => Command::new(sluice),
+            Some((program, rest)) => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(sluice);
+                command
+            }
+        };
         command
             .args(["--host", "127.0.0.1", "--port", "0"])
             .args(args)

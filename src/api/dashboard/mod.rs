@@ -24,6 +24,7 @@ pub struct ServerInfo {
     pub append_inflight_bytes: u64,
     pub deletion_delay_ms: u64,
     pub segment_linger_ms: u64,
+    pub drain_grace_ms: u64,
 }
 
 pub fn page() -> Response<Body> {

@@ -10,7 +10,7 @@ use crate::data_plane::{
     append_ok, basin_with_stream, bodies, input_frame, open_s2s_read, open_sse, proto,
     read_records, records_path, write_chunk, Next, StreamingResponse,
 };
-use crate::harness::{connect, Server};
+use crate::harness::{connect, get, Server};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -157,4 +157,27 @@ fn a_second_signal_exits_without_waiting_for_the_drain() {
         "stderr:\n{}",
         server.stderr_text()
     );
+}
+
+#[test]
+fn the_grace_period_fails_health_and_still_serves() {
+    let mut server = Server::start(&["--shards", "2", "--drain-grace-ms", "2000"]);
+    let port = server.port();
+    let basin = basin_with_stream(port, "ops-grace", "g");
+    get(port, "/health").expect_status(200);
+
+    server.signal("TERM");
+    // Every shard fails its health check at once, whichever one the connection lands on.
+    std::thread::sleep(Duration::from_millis(200));
+    for _ in 0..8 {
+        get(port, "/health").expect_status(503);
+    }
+    // Requests a load balancer sent before it noticed are still served, on new connections.
+    append_ok(port, &basin, "g", &bodies(&["during grace"]));
+    let records = read_records(port, &basin, "g", "seq_num=0");
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["body"], "during grace");
+
+    let status = server.wait_exit(Duration::from_secs(6));
+    assert_eq!(status.code(), Some(0), "exit status {status}");
 }
