@@ -13,7 +13,7 @@ use sluice_shards::EngineOptions;
 use tracing::{info, warn};
 
 use crate::api::dashboard::ServerInfo;
-use crate::api::ApiContext;
+use crate::api::{ApiContext, RootToken};
 use crate::cli::Cli;
 use crate::front::{self, tls, FrontConfig, Phase};
 
@@ -58,6 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         tls,
         api: ApiContext {
             cors: !cli.no_cors,
+            root_token: cli.root_token()?.as_deref().map(RootToken::new),
             server: Arc::new(ServerInfo {
                 version: env!("CARGO_PKG_VERSION"),
                 storage: match &location {

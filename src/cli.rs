@@ -82,6 +82,21 @@ pub struct Cli {
     /// in milliseconds: time for load balancers to notice and stop sending new requests.
     #[arg(long, env = "SLUICE_DRAIN_GRACE_MS", default_value_t = 0)]
     pub drain_grace_ms: u64,
+
+    /// Enforce access tokens, with this as the root token: every request but `/health`,
+    /// `/ping` and `/metrics` then needs `Authorization: Bearer` with this token or one
+    /// issued through `/v1/access-tokens`. Off by default (any token is accepted).
+    #[arg(
+        long,
+        env = "SLUICE_ROOT_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "root_token_file"
+    )]
+    pub root_token: Option<String>,
+
+    /// Like `--root-token`, read from a file (surrounding whitespace is ignored).
+    #[arg(long, env = "SLUICE_ROOT_TOKEN_FILE")]
+    pub root_token_file: Option<PathBuf>,
 }
 
 impl Cli {
@@ -112,6 +127,24 @@ impl Cli {
 
     pub fn drain_grace(&self) -> Duration {
         Duration::from_millis(self.drain_grace_ms)
+    }
+
+    /// The root token, when enforcement is on.
+    pub fn root_token(&self) -> anyhow::Result<Option<String>> {
+        let token = match (&self.root_token, &self.root_token_file) {
+            (Some(token), _) => token.trim().to_owned(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| {
+                    anyhow::anyhow!("reading the root token from {}: {e}", path.display())
+                })?
+                .trim()
+                .to_owned(),
+            (None, None) => return Ok(None),
+        };
+        if token.is_empty() {
+            anyhow::bail!("the root token is empty");
+        }
+        Ok(Some(token))
     }
 
     pub fn tls_enabled(&self) -> bool {

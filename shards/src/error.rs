@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::names::{BasinName, StreamName};
 use crate::records::{FencingToken, Position};
+use crate::tokens::TokenId;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EngineError {
@@ -29,6 +30,10 @@ pub enum EngineError {
         basin: BasinName,
         stream: StreamName,
     },
+    #[error("access token `{}` already exists", .0.as_str())]
+    TokenAlreadyExists(TokenId),
+    #[error("access token `{}` not found", .0.as_str())]
+    TokenNotFound(TokenId),
     #[error("append condition failed")]
     ConditionFailed(ConditionFailed),
     /// The encryption key is missing or unusable for the stream's cipher (400 bad_header).

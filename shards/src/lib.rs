@@ -20,6 +20,7 @@ pub mod segments;
 pub mod shard;
 pub mod storage;
 pub mod streamer;
+pub mod tokens;
 
 pub use error::{EngineError, StorageError};
 pub use shard::{EngineOptions, Shard};

@@ -189,6 +189,7 @@ pub struct Metrics {
     sessions: IntGaugeVec,
     followers: IntGaugeVec,
     streamers: IntGaugeVec,
+    tokens_cached: IntGaugeVec,
     inbox_depth: IntGaugeVec,
     jobs_running: IntGaugeVec,
     busy_seconds: prometheus::CounterVec,
@@ -355,6 +356,12 @@ impl Metrics {
                 "Streams whose state a shard holds in memory.",
                 shard,
             ),
+            tokens_cached: gauge_vec(
+                &r,
+                "sluice_tokens_cached",
+                "Verified access tokens a shard remembers.",
+                shard,
+            ),
             inbox_depth: gauge_vec(
                 &r,
                 "sluice_shard_inbox_depth",
@@ -457,6 +464,7 @@ impl Metrics {
             sessions: SessionKind::ALL.map(|k| self.sessions.with_label_values(&[&s, k.label()])),
             followers: self.followers.with_label_values(&[&s]),
             streamers: self.streamers.with_label_values(&[&s]),
+            tokens_cached: self.tokens_cached.with_label_values(&[&s]),
             inbox_depth: self.inbox_depth.with_label_values(&[&s]),
             jobs_running: self.jobs_running.with_label_values(&[&s]),
             busy_seconds: self.busy_seconds.with_label_values(&[&s]),
@@ -523,6 +531,7 @@ pub struct ShardMetrics {
     sessions: [GenericGauge<AtomicI64>; 3],
     followers: GenericGauge<AtomicI64>,
     streamers: GenericGauge<AtomicI64>,
+    tokens_cached: GenericGauge<AtomicI64>,
     inbox_depth: GenericGauge<AtomicI64>,
     jobs_running: GenericGauge<AtomicI64>,
     busy_seconds: GenericCounter<AtomicF64>,
@@ -539,6 +548,7 @@ pub struct ShardGauges {
     pub inflight_bytes: u64,
     pub followers: usize,
     pub streamers: usize,
+    pub tokens_cached: usize,
     pub inbox_depth: usize,
     /// Executor time since the previous flush.
     pub busy: Duration,
@@ -616,6 +626,8 @@ impl ShardMetrics {
         self.inflight_bytes.set(as_gauge(gauges.inflight_bytes));
         self.followers.set(as_gauge(gauges.followers as u64));
         self.streamers.set(as_gauge(gauges.streamers as u64));
+        self.tokens_cached
+            .set(as_gauge(gauges.tokens_cached as u64));
         self.inbox_depth.set(as_gauge(gauges.inbox_depth as u64));
         self.busy_seconds.inc_by(gauges.busy.as_secs_f64());
     }

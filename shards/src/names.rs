@@ -139,7 +139,7 @@ pub enum FilterKind {
 }
 
 impl FilterKind {
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             FilterKind::Prefix => "prefix",
             FilterKind::StartAfter => "start-after",

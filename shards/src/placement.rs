@@ -2,6 +2,7 @@
 //! server may restart with any shard count.
 
 use crate::names::{BasinName, StreamName};
+use crate::tokens::TokenId;
 
 /// Index of a shard, `0..shard_count`.
 pub type ShardId = usize;
@@ -36,6 +37,12 @@ impl Placement {
     /// The shard that owns a stream: its tail, fencing token, appends and followers.
     pub fn stream_owner(&self, basin: &BasinName, stream: &StreamName) -> ShardId {
         let h = self.hasher.hash_one((basin.as_str(), stream.as_str()));
+        (h % self.shard_count as u64) as ShardId
+    }
+
+    /// The shard that serialises issuing and revoking a token id.
+    pub fn token_owner(&self, id: &TokenId) -> ShardId {
+        let h = self.hasher.hash_one(("token", id.as_str()));
         (h % self.shard_count as u64) as ShardId
     }
 

@@ -22,6 +22,7 @@ use crate::segments::reader::{SegmentCache, SEGMENT_CACHE_BYTES_MAX};
 use crate::segments::writer::SegmentWriter;
 use crate::storage::Storage;
 use crate::streamer::{StreamKey, Streamer};
+use crate::tokens::{TokenId, VerifiedTokens};
 
 /// Default bound on the streamers one shard keeps loaded. A loaded streamer costs about a
 /// kilobyte (state, config, queues); this keeps that under ~20 MiB a shard whatever the
@@ -55,6 +56,9 @@ pub struct EngineOptions {
     pub streamers_max: usize,
     /// Jobs from other shards one shard runs at once; more wait in its inbox.
     pub jobs_in_flight_max: usize,
+    /// Verified access tokens one shard remembers; beyond it, the least recently used is
+    /// forgotten and looked up again when next presented.
+    pub verified_tokens_max: usize,
 }
 
 impl Default for EngineOptions {
@@ -67,6 +71,7 @@ impl Default for EngineOptions {
             segment_linger: Duration::ZERO,
             streamers_max: STREAMERS_LOADED_MAX,
             jobs_in_flight_max: JOBS_IN_FLIGHT_MAX,
+            verified_tokens_max: crate::tokens::VERIFIED_CACHE_MAX,
         }
     }
 }
@@ -79,6 +84,8 @@ pub struct Shard {
     pub(crate) options: EngineOptions,
     pub(crate) basin_locks: KeyedLocks<BasinName>,
     pub(crate) stream_locks: KeyedLocks<(BasinName, StreamName)>,
+    pub(crate) token_locks: KeyedLocks<TokenId>,
+    pub(crate) verified_tokens: VerifiedTokens,
     /// Loaded streamers, most recently used first.
     pub(crate) streamers: RefCell<LruCache<StreamKey, Rc<RefCell<Streamer>>>>,
     /// This shard's share of the in-flight append byte budget.
@@ -122,6 +129,7 @@ impl Shard {
             segment_writer,
             segment_cache,
             streamers: RefCell::new(LruCache::unbounded()),
+            verified_tokens: VerifiedTokens::new(options.verified_tokens_max),
             admission: Rc::new(Semaphore::new(admission_units)),
             admission_units,
             clock: options.clock.clone(),
@@ -131,6 +139,7 @@ impl Shard {
             options,
             basin_locks: KeyedLocks::default(),
             stream_locks: KeyedLocks::default(),
+            token_locks: KeyedLocks::default(),
         });
         let runner = shard.clone();
         let slots = Rc::new(Semaphore::new(shard.options.jobs_in_flight_max as u64));
@@ -189,6 +198,7 @@ impl Shard {
             inflight_bytes: self.admission_units - self.admission.available(),
             followers,
             streamers: streamers.len(),
+            tokens_cached: self.verified_tokens.len(),
             inbox_depth: self.mesh.inbox_depth(self.id),
             busy: glommio::executor().executor_stats().total_runtime(),
         });

@@ -26,6 +26,12 @@ pub enum ApiError {
     Invalid(String),
     #[error("Not implemented")]
     NotImplemented,
+    /// No usable access token (401).
+    #[error("{0}")]
+    Authn(String),
+    /// The token does not permit the operation or resource (403).
+    #[error("{0}")]
+    PermissionDenied(String),
     #[error("no route for {method} {path}")]
     NoRoute { method: http::Method, path: String },
     #[error("method {method} is not allowed on {path}")]
@@ -70,6 +76,8 @@ impl ApiError {
             ApiError::BodyRead(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             ApiError::NotImplemented => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),
+            ApiError::Authn(_) => (StatusCode::UNAUTHORIZED, "authn"),
+            ApiError::PermissionDenied(_) => (StatusCode::FORBIDDEN, "permission_denied"),
             ApiError::NoRoute { .. } => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed { .. } => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
@@ -83,9 +91,10 @@ impl ApiError {
             ApiError::Engine(e) => match e {
                 E::BasinNotFound(_) => (StatusCode::NOT_FOUND, "basin_not_found"),
                 E::StreamNotFound { .. } => (StatusCode::NOT_FOUND, "stream_not_found"),
-                E::BasinAlreadyExists(_) | E::StreamAlreadyExists { .. } => {
-                    (StatusCode::CONFLICT, "resource_already_exists")
-                }
+                E::TokenNotFound(_) => (StatusCode::NOT_FOUND, "access_token_not_found"),
+                E::BasinAlreadyExists(_)
+                | E::StreamAlreadyExists { .. }
+                | E::TokenAlreadyExists(_) => (StatusCode::CONFLICT, "resource_already_exists"),
                 E::BasinDeletionPending(_) => (StatusCode::CONFLICT, "basin_deletion_pending"),
                 E::StreamDeletionPending { .. } => {
                     (StatusCode::CONFLICT, "stream_deletion_pending")

@@ -1,5 +1,5 @@
 //! `/health`, `/ping`, `/metrics`, and the account endpoints that are parsed and then
-//! answered 501 (access tokens, usage metrics, locations), as the reference does.
+//! answered 501 (usage metrics, locations), as the reference does.
 
 use std::rc::Rc;
 
@@ -10,7 +10,9 @@ use serde::Deserialize;
 use sluice_shards::names::{BasinName, StreamName};
 use sluice_shards::Shard;
 
+use super::access::Access;
 use super::{full, ApiError, ApiResult, Body};
+use sluice_shards::tokens::Operation;
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
     let mut resp = Response::new(full(Bytes::from(body)));
@@ -39,52 +41,6 @@ pub async fn prometheus(shard: &Rc<Shard>) -> ApiResult<Response<Body>> {
         sluice_shards::metrics::CONTENT_TYPE,
         body,
     ))
-}
-
-#[derive(Deserialize)]
-struct AccessTokenListQuery {
-    #[serde(default)]
-    #[allow(dead_code)] // parsed for validation only until access tokens exist
-    prefix: Option<String>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    start_after: Option<String>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    limit: Option<usize>,
-}
-
-pub fn list_access_tokens(req: &Request<Incoming>) -> ApiResult<Response<Body>> {
-    let _: AccessTokenListQuery = super::query(req.uri().query())?;
-    Err(ApiError::NotImplemented)
-}
-
-/// IssueAccessTokenRequest, checked for shape only until access tokens exist.
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct IssueAccessTokenRequest {
-    id: String,
-    #[serde(default)]
-    expires_at: Option<String>,
-    #[serde(default)]
-    auto_prefix_streams: bool,
-    scope: serde_json::Map<String, serde_json::Value>,
-}
-
-pub async fn issue_access_token(req: Request<Incoming>) -> ApiResult<Response<Body>> {
-    let (_, body) = super::json_body(req).await?;
-    let _: IssueAccessTokenRequest = super::wire::parse(&body)?;
-    Err(ApiError::NotImplemented)
-}
-
-pub fn revoke_access_token(raw: &str) -> ApiResult<Response<Body>> {
-    let id = super::path_segment(raw)?;
-    if id.is_empty() || id.len() > 96 {
-        return Err(ApiError::BadPath(
-            "Invalid URL: access token id must be 1 to 96 bytes".to_owned(),
-        ));
-    }
-    Err(ApiError::NotImplemented)
 }
 
 #[derive(Deserialize)]
@@ -131,8 +87,9 @@ enum StreamSet {
     Storage,
 }
 
-pub fn account_metrics(req: &Request<Incoming>) -> ApiResult<Response<Body>> {
+pub fn account_metrics(access: &Access, req: &Request<Incoming>) -> ApiResult<Response<Body>> {
     let _: MetricsQuery<AccountSet> = super::query(req.uri().query())?;
+    access.allow(Operation::AccountMetrics)?;
     Err(ApiError::NotImplemented)
 }
 
@@ -142,22 +99,29 @@ fn metrics_basin(raw: &str) -> ApiResult<BasinName> {
         .map_err(|e| ApiError::BadPath(format!("Invalid URL: {e}")))
 }
 
-pub fn basin_metrics(basin: &str, req: &Request<Incoming>) -> ApiResult<Response<Body>> {
-    metrics_basin(basin)?;
+pub fn basin_metrics(
+    access: &Access,
+    basin: &str,
+    req: &Request<Incoming>,
+) -> ApiResult<Response<Body>> {
+    let basin = metrics_basin(basin)?;
     let _: MetricsQuery<BasinSet> = super::query(req.uri().query())?;
+    access.basin(Operation::BasinMetrics, &basin)?;
     Err(ApiError::NotImplemented)
 }
 
 pub fn stream_metrics(
+    access: &Access,
     basin: &str,
     stream: &str,
     req: &Request<Incoming>,
 ) -> ApiResult<Response<Body>> {
-    metrics_basin(basin)?;
-    super::path_segment(stream)?
+    let basin = metrics_basin(basin)?;
+    let stream = super::path_segment(stream)?
         .parse::<StreamName>()
         .map_err(|e| ApiError::BadPath(format!("Invalid URL: {e}")))?;
     let _: MetricsQuery<StreamSet> = super::query(req.uri().query())?;
+    access.stream(Operation::StreamMetrics, &basin, stream)?;
     Err(ApiError::NotImplemented)
 }
 

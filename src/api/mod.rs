@@ -2,6 +2,7 @@
 //! query, other headers, body), and responses. Handlers call the engine through the shard
 //! the connection landed on; the engine relays stream work to the owning shard.
 
+mod access;
 mod basins;
 mod body;
 pub mod dashboard;
@@ -10,6 +11,7 @@ mod headers;
 mod misc;
 mod records;
 mod streams;
+mod tokens;
 mod wire;
 
 use std::rc::Rc;
@@ -25,7 +27,10 @@ use sluice_shards::catalogue::{list_limit, ListRequest, Provision};
 use sluice_shards::names::FilterKind;
 use sluice_shards::Shard;
 
+use access::Access;
+pub use access::RootToken;
 pub use error::{ApiError, ApiResult};
+use sluice_shards::tokens::{Operation, ResourceSet};
 
 /// Response body type: any body that lives on one shard.
 pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
@@ -40,6 +45,8 @@ pub fn full(bytes: Bytes) -> Body {
 #[derive(Debug, Clone)]
 pub struct ApiContext {
     pub cors: bool,
+    /// Set when access tokens are enforced.
+    pub root_token: Option<RootToken>,
     pub server: Arc<dashboard::ServerInfo>,
 }
 
@@ -109,90 +116,117 @@ async fn route(
             Method::GET => Ok(dashboard::page()),
             _ => Err(not_allowed("GET")),
         },
-        ["dashboard", "server"] => match method {
-            Method::GET => Ok(dashboard::server(&ctx.server)),
-            _ => Err(not_allowed("GET")),
-        },
         ["metrics"] => match method {
             Method::GET => misc::prometheus(shard).await,
             _ => Err(not_allowed("GET")),
         },
+        _ => authenticated(ctx, shard, req, &segments, not_allowed).await,
+    }
+}
+
+/// The routes that need an access token when enforcement is on.
+async fn authenticated(
+    ctx: &ApiContext,
+    shard: &Rc<Shard>,
+    req: Request<Incoming>,
+    segments: &[&str],
+    not_allowed: impl Fn(&'static str) -> ApiError,
+) -> ApiResult<Response<Body>> {
+    let access = &Access::authenticate(ctx.root_token.as_ref(), shard, req.headers()).await?;
+    let method = req.method().clone();
+    match segments {
+        ["dashboard", "server"] => match method {
+            Method::GET => Ok(dashboard::server(&ctx.server)),
+            _ => Err(not_allowed("GET")),
+        },
         ["v1", "basins"] => match method {
-            Method::GET => basins::list(shard, req).await,
-            Method::POST => basins::create(shard, req).await,
+            Method::GET => basins::list(shard, access, req).await,
+            Method::POST => basins::create(shard, access, req).await,
             _ => Err(not_allowed("GET, POST")),
         },
         ["v1", "basins", name] => {
             let name = *name;
             match method {
-                Method::GET => basins::get_config(shard, name, req).await,
-                Method::PUT => basins::ensure(shard, name, req).await,
-                Method::PATCH => basins::reconfigure(shard, name, req).await,
-                Method::DELETE => basins::delete(shard, name).await,
+                Method::GET => basins::get_config(shard, access, name, req).await,
+                Method::PUT => basins::ensure(shard, access, name, req).await,
+                Method::PATCH => basins::reconfigure(shard, access, name, req).await,
+                Method::DELETE => basins::delete(shard, access, name).await,
                 _ => Err(not_allowed("GET, PUT, PATCH, DELETE")),
             }
         }
         ["v1", "streams"] => match method {
-            Method::GET => streams::list(shard, req).await,
-            Method::POST => streams::create(shard, req).await,
+            Method::GET => streams::list(shard, access, req).await,
+            Method::POST => streams::create(shard, access, req).await,
             _ => Err(not_allowed("GET, POST")),
         },
         ["v1", "streams", name] => {
             let name = *name;
             match method {
-                Method::GET => streams::get_config(shard, name, req).await,
-                Method::PUT => streams::ensure(shard, name, req).await,
-                Method::PATCH => streams::reconfigure(shard, name, req).await,
-                Method::DELETE => streams::delete(shard, name, req).await,
+                Method::GET => streams::get_config(shard, access, name, req).await,
+                Method::PUT => streams::ensure(shard, access, name, req).await,
+                Method::PATCH => streams::reconfigure(shard, access, name, req).await,
+                Method::DELETE => streams::delete(shard, access, name, req).await,
                 _ => Err(not_allowed("GET, PUT, PATCH, DELETE")),
             }
         }
         ["v1", "streams", name, "records"] => {
             let name = *name;
             match method {
-                Method::GET => records::read(shard, name, req).await,
-                Method::POST => records::append(shard, name, req).await,
+                Method::GET => records::read(shard, access, name, req).await,
+                Method::POST => records::append(shard, access, name, req).await,
                 _ => Err(not_allowed("GET, POST")),
             }
         }
         ["v1", "streams", name, "records", "tail"] => {
             let name = *name;
             match method {
-                Method::GET => records::check_tail(shard, name, req).await,
+                Method::GET => records::check_tail(shard, access, name, req).await,
                 _ => Err(not_allowed("GET")),
             }
         }
         ["v1", "access-tokens"] => match method {
-            Method::GET => misc::list_access_tokens(&req),
-            Method::POST => misc::issue_access_token(req).await,
+            Method::GET => tokens::list(shard, access, &req).await,
+            Method::POST => tokens::issue(shard, access, req).await,
             _ => Err(not_allowed("GET, POST")),
         },
         ["v1", "access-tokens", id] => match method {
-            Method::DELETE => misc::revoke_access_token(id),
+            Method::DELETE => tokens::revoke(shard, access, id).await,
             _ => Err(not_allowed("DELETE")),
         },
         ["v1", "metrics"] => match method {
-            Method::GET => misc::account_metrics(&req),
+            Method::GET => misc::account_metrics(access, &req),
             _ => Err(not_allowed("GET")),
         },
         ["v1", "metrics", basin] => match method {
-            Method::GET => misc::basin_metrics(basin, &req),
+            Method::GET => misc::basin_metrics(access, basin, &req),
             _ => Err(not_allowed("GET")),
         },
         ["v1", "metrics", basin, stream] => match method {
-            Method::GET => misc::stream_metrics(basin, stream, &req),
+            Method::GET => misc::stream_metrics(access, basin, stream, &req),
             _ => Err(not_allowed("GET")),
         },
         ["v1", "locations"] => match method {
-            Method::GET => Err(ApiError::NotImplemented),
+            Method::GET => {
+                access.allow(Operation::ListLocations)?;
+                Err(ApiError::NotImplemented)
+            }
             _ => Err(not_allowed("GET")),
         },
         ["v1", "locations", "default"] => match method {
-            Method::GET => Err(ApiError::NotImplemented),
-            Method::PUT => misc::set_default_location(req).await,
+            Method::GET => {
+                access.allow(Operation::GetDefaultLocation)?;
+                Err(ApiError::NotImplemented)
+            }
+            Method::PUT => {
+                access.allow(Operation::SetDefaultLocation)?;
+                misc::set_default_location(req).await
+            }
             _ => Err(not_allowed("GET, PUT")),
         },
-        _ => Err(ApiError::NoRoute { method, path }),
+        _ => Err(ApiError::NoRoute {
+            method,
+            path: req.uri().path().to_owned(),
+        }),
     }
 }
 
@@ -221,21 +255,53 @@ fn query<T: serde::de::DeserializeOwned>(req_query: Option<&str>) -> ApiResult<T
         .map_err(|e| ApiError::BadQuery(format!("Failed to deserialize query string: {e}")))
 }
 
-fn list_request<F>(
+/// The list query of a token that sees only `visible`: the client's prefix and start
+/// point (checked as given, then mapped by `full`, which adds an auto-prefix), narrowed to
+/// the names the set can hold. `None` when it holds none of them. An exact set still
+/// needs its items filtered.
+fn visible_list_request<F>(
     raw: Option<&str>,
     parse_filter: impl Fn(&str, FilterKind) -> Result<F, sluice_shards::names::NameError>,
-) -> ApiResult<ListRequest<F>> {
+    visible: Option<&ResourceSet>,
+    full: impl Fn(&str) -> String,
+) -> ApiResult<Option<ListRequest<F>>> {
     let q: ListQuery = query(raw)?;
-    let filter = |v: Option<String>, kind, field: &str| {
-        parse_filter(v.as_deref().unwrap_or(""), kind).map_err(|e| {
+    let (prefix, start_after) = (
+        q.prefix.unwrap_or_default(),
+        q.start_after.unwrap_or_default(),
+    );
+    for (value, kind, field) in [
+        (&prefix, FilterKind::Prefix, "prefix"),
+        (&start_after, FilterKind::StartAfter, "start_after"),
+    ] {
+        parse_filter(value, kind).map_err(|e| {
             ApiError::BadQuery(format!("Failed to deserialize query string: {field}: {e}"))
-        })
+        })?;
+    }
+    let prefix = full(&prefix);
+    let start_after = if start_after.is_empty() {
+        start_after
+    } else {
+        full(&start_after)
     };
-    Ok(ListRequest {
-        prefix: filter(q.prefix, FilterKind::Prefix, "prefix")?,
-        start_after: filter(q.start_after, FilterKind::StartAfter, "start_after")?,
+    let narrowed = match visible {
+        None => return Ok(None),
+        Some(ResourceSet::Exact(name)) if name.starts_with(&prefix) => name.clone(),
+        Some(ResourceSet::Prefix(p)) if prefix.starts_with(p.as_str()) => prefix,
+        Some(ResourceSet::Prefix(p)) if p.starts_with(&prefix) => p.clone(),
+        Some(_) => return Ok(None),
+    };
+    let (Ok(prefix), Ok(start_after)) = (
+        parse_filter(&narrowed, FilterKind::Prefix),
+        parse_filter(&start_after, FilterKind::StartAfter),
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some(ListRequest {
+        prefix,
+        start_after,
         limit: list_limit(q.limit),
-    })
+    }))
 }
 
 /// A JSON response, compressed per the request's `Accept-Encoding` when large.

@@ -126,11 +126,31 @@ pub struct Page<T> {
     pub has_more: bool,
 }
 
-fn encode<T: Serialize>(value: &T) -> Bytes {
+impl<T> Default for Page<T> {
+    fn default() -> Self {
+        Page {
+            items: Vec::new(),
+            has_more: false,
+        }
+    }
+}
+
+impl<T> Page<T> {
+    /// Keep the items `keep` accepts. `exhaustive` says the filter may have dropped
+    /// items past the page too, so there is nothing more to promise.
+    pub fn filtered(self, keep: impl Fn(&T) -> bool, exhaustive: bool) -> Page<T> {
+        Page {
+            items: self.items.into_iter().filter(|item| keep(item)).collect(),
+            has_more: self.has_more && !exhaustive,
+        }
+    }
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Bytes {
     Bytes::from(serde_json::to_vec(value).expect("metadata serialises"))
 }
 
-fn decode<T: DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T, StorageError> {
+pub(crate) fn decode<T: DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T, StorageError> {
     serde_json::from_slice(value).map_err(|e| StorageError::Corrupt {
         key: key.to_vec(),
         reason: e.to_string(),

@@ -6,6 +6,8 @@
 //! | 0x02 | `02 basin 00 stream`                         | [`StreamMeta`] as JSON       |
 //! | 0x03 | `03 basin`                                   | empty: basin deletion queued |
 //! | 0x04 | `04 basin 00 stream`                         | empty: stream cleanup queued |
+//! | 0x05 | `05 token_id`                                | access token (`tokens`), JSON: info and SHA-256 of its secret |
+//! | 0x06 | `06 sha256(secret)(32)`                      | the token id with that secret |
 //! | 0x11 | `11 id(16) last_timestamp(8) first_seq(8)`   | empty: one per run           |
 //! | 0x12 | `12 id(16)`                                  | stream state (`streamer::codec`) |
 //! | 0x13 | `13 deadline_ms(8) basin 00 stream`          | empty: delete-on-empty check due |
@@ -33,6 +35,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::names::{BasinName, StreamName};
+use crate::tokens::{SecretHash, TokenId};
 
 /// Key kinds. Persisted: never renumber.
 #[repr(u8)]
@@ -42,6 +45,8 @@ pub enum KeyKind {
     StreamMeta = 0x02,
     BasinDeletion = 0x03,
     StreamCleanup = 0x04,
+    Token = 0x05,
+    TokenBySecret = 0x06,
     TimestampIndex = 0x11,
     StreamState = 0x12,
     DeleteOnEmptyDeadline = 0x13,
@@ -247,6 +252,23 @@ fn prefix_end(namespace: &[u8], prefix: &[u8]) -> Bytes {
     }
     // Unreachable for our namespaces, which always start with a kind byte below 0xff.
     Bytes::from_static(&[u8::MAX; 2])
+}
+
+pub fn token(id: &TokenId) -> Bytes {
+    with_kind(KeyKind::Token, id.as_str().as_bytes())
+}
+
+/// The `05` key of the id bytes a `06` entry holds.
+pub fn token_from_id_bytes(id: &[u8]) -> Bytes {
+    with_kind(KeyKind::Token, id)
+}
+
+pub fn token_by_secret(hash: &SecretHash) -> Bytes {
+    with_kind(KeyKind::TokenBySecret, hash)
+}
+
+pub fn tokens_namespace() -> Bytes {
+    Bytes::from_static(&[KeyKind::Token as u8])
 }
 
 pub fn basins_namespace() -> Bytes {

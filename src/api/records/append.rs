@@ -18,12 +18,14 @@ use sluice_shards::streamer::{AutoCreate, PendingAck};
 use sluice_shards::{EngineError, Shard};
 
 use super::{encryption_key, format, s2s_compression, stream_config_header, streaming};
+use crate::api::access::Access;
 use crate::api::streams::target;
 use crate::api::{body, headers, ApiError, ApiResult, Body};
 use crate::wire::json::{self, JsonError};
 use crate::wire::proto::{self, ProtoError};
 use crate::wire::s2s::{self, Compression, Frame, FrameDecoder};
 use sluice_shards::crypto::KeyMaterial;
+use sluice_shards::tokens::Operation;
 
 /// Largest unary append body. A 1 MiB metered batch can take several times that as JSON.
 const APPEND_BODY_MAX_BYTES: usize = 8 * 1024 * 1024;
@@ -50,12 +52,13 @@ impl From<ProtoError> for ApiError {
 
 pub async fn append(
     shard: &Rc<Shard>,
+    access: &Access,
     raw: &str,
     req: Request<Incoming>,
 ) -> ApiResult<Response<Body>> {
-    let (basin, stream) = target(raw, &req)?;
+    let (basin, stream) = target(access, Operation::Append, raw, &req)?;
     if headers::is_s2s(req.headers()) {
-        return session(shard, basin, stream, req).await;
+        return session(shard, access, basin, stream, req).await;
     }
     let (parts, incoming) = req.into_parts();
     let key = encryption_key(&parts.headers)?;
@@ -71,6 +74,7 @@ pub async fn append(
         let bytes = body::read(&parts.headers, incoming, APPEND_BODY_MAX_BYTES).await?;
         json::parse_append_input(&bytes, format)?
     };
+    access.commands(&batch)?;
     let (arrived, bytes) = (Instant::now(), batch.metered_bytes() as u64);
     let ack = shard
         .append(basin, stream, batch, key, auto)
@@ -120,6 +124,7 @@ struct Input {
 /// acks that precede it.
 async fn session(
     shard: &Rc<Shard>,
+    access: &Access,
     basin: BasinName,
     stream: StreamName,
     req: Request<Incoming>,
@@ -140,6 +145,7 @@ async fn session(
     let (slots_tx, slots) = mpsc::channel(SESSION_INFLIGHT_MAX);
     glommio::spawn_local(read_inputs(
         shard.clone(),
+        access.clone(),
         basin,
         stream,
         key,
@@ -156,6 +162,7 @@ type Trip = Vec<(AppendBatch, Input)>;
 
 async fn read_inputs(
     shard: Rc<Shard>,
+    access: Access,
     basin: BasinName,
     stream: StreamName,
     key: Option<KeyMaterial>,
@@ -193,7 +200,9 @@ async fn read_inputs(
         loop {
             let batch = match decoder.next_frame() {
                 Ok(None) => break,
-                Ok(Some(Frame::Message(payload))) => match decode_input(payload) {
+                Ok(Some(Frame::Message(payload))) => match decode_input(payload)
+                    .and_then(|batch| access.commands(&batch).map(|()| batch))
+                {
                     Ok(batch) => batch,
                     Err(e) => {
                         bad_input = Some(e);

@@ -35,10 +35,16 @@ fn s2s_compression(headers: &HeaderMap) -> crate::wire::s2s::Compression {
 
 pub async fn check_tail(
     shard: &std::rc::Rc<Shard>,
+    access: &super::access::Access,
     raw: &str,
     req: Request<Incoming>,
 ) -> ApiResult<Response<Body>> {
-    let (basin, stream) = super::streams::target(raw, &req)?;
+    let (basin, stream) = super::streams::target(
+        access,
+        sluice_shards::tokens::Operation::CheckTail,
+        raw,
+        &req,
+    )?;
     // Auto-creation here uses the basin defaults only; S2-Stream-Config is not consulted.
     let auto = sluice_shards::streamer::AutoCreate::OnRead(StreamConfigSpec::default());
     let tail = shard.check_tail(basin, stream, auto).await?;

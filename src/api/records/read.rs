@@ -21,11 +21,13 @@ use sluice_shards::streamer::{
 use sluice_shards::{EngineError, Shard};
 
 use super::{encryption_key, format, s2s_compression, stream_config_header, streaming};
+use crate::api::access::Access;
 use crate::api::streams::target;
 use crate::api::{headers, ApiError, ApiResult, Body};
 use crate::wire::json::{self, Format};
 use crate::wire::s2s::{self, Compression};
 use crate::wire::{proto, sse};
+use sluice_shards::tokens::Operation;
 
 /// Unary reads wait at most this long for new records.
 const UNARY_WAIT_MAX: Duration = Duration::from_secs(60);
@@ -65,10 +67,11 @@ enum Mode {
 
 pub async fn read(
     shard: &Rc<Shard>,
+    access: &Access,
     raw: &str,
     req: Request<Incoming>,
 ) -> ApiResult<Response<Body>> {
-    let (basin, stream) = target(raw, &req)?;
+    let (basin, stream) = target(access, Operation::Read, raw, &req)?;
     let query: ReadQuery = crate::api::query(req.uri().query())?;
     let headers = req.headers();
     let mode = if headers::is_s2s(headers) {
