@@ -89,6 +89,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         clock: sluice_shards::clock::Clock::system(),
         deletion_delay: cli.deletion_delay(),
         segment_linger: cli.segment_linger(),
+        verified_tokens_max: usize::try_from(cli.verified_tokens).unwrap_or(usize::MAX),
         ..EngineOptions::default()
     };
     let handles = spawn_shards(shard_count, sidecar.storage(), options, move |shard| {

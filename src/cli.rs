@@ -97,6 +97,11 @@ pub struct Cli {
     /// Like `--root-token`, read from a file (surrounding whitespace is ignored).
     #[arg(long, env = "SLUICE_ROOT_TOKEN_FILE")]
     pub root_token_file: Option<PathBuf>,
+
+    /// Issued tokens each shard keeps verified in memory; past this, the least recently
+    /// used is dropped and looked up again in storage on its next request.
+    #[arg(long, env = "SLUICE_VERIFIED_TOKENS", default_value_t = sluice_shards::tokens::VERIFIED_CACHE_MAX as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub verified_tokens: u64,
 }
 
 impl Cli {

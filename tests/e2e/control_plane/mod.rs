@@ -5,3 +5,4 @@ mod errors;
 mod restart;
 mod robustness;
 mod streams;
+mod tokens;

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::data_plane::{append_ok, basin_with_stream, bodies};
-use crate::harness::{get, Server};
+use serde_json::json;
+
+use crate::harness::{get, http_json, Server};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -151,4 +153,49 @@ fn the_dashboard_shows_a_stream_and_tails_its_records_in_a_browser() {
     );
     let png = std::fs::read(&shot).expect("the screenshot was written");
     assert!(png.starts_with(b"\x89PNG"), "not a PNG: {}", shot.display());
+}
+
+#[test]
+fn with_enforcement_on_the_dashboard_asks_for_a_token_and_uses_it() {
+    const ROOT: &str = "dashboard-root-token";
+    let server = Server::start(&["--shards", "2", "--root-token", ROOT]);
+    let port = server.port();
+    let auth = ("Authorization", "Bearer dashboard-root-token");
+    let basin = crate::harness::unique_basin("ops-dash-auth");
+    http_json(port, "POST", "/v1/basins", &[auth], &json!({ "basin": basin }))
+        .expect_status(201);
+    http_json(port, "POST", "/v1/streams", &[auth, ("S2-Basin", &basin)], &json!({ "stream": "events" }))
+        .expect_status(201);
+    http_json(
+        port,
+        "POST",
+        "/v1/streams/events/records",
+        &[auth, ("S2-Basin", &basin)],
+        &json!({ "records": [{ "body": "secured-record-0" }] }),
+    )
+    .expect_status(200);
+    let profiles = tempfile::tempdir().expect("temp dir");
+    let profile = |name: &str| profiles.path().join(name).display().to_string();
+    let dom = |url: &str, name: &str| {
+        let output = chromium(&["--virtual-time-budget=5000", "--dump-dom", url], &profile(name))
+            .output()
+            .expect("chromium");
+        String::from_utf8(finished(output).stdout).expect("the DOM is UTF-8")
+    };
+
+    // Without a token: the sign-in form shows, and nothing of the server's contents.
+    let page = format!("http://127.0.0.1:{port}/dashboard#basin={basin}&stream=events");
+    let without = dom(&page, "without");
+    assert!(
+        without.contains(r#"<form id="auth">"#) && without.contains("This server needs an access token"),
+        "the page does not ask for a token:\n{without}"
+    );
+    assert!(!without.contains("secured-record-0"), "records shown without a token:\n{without}");
+
+    // With one (given in the address, which the page removes from it), the stream shows.
+    let with = dom(&format!("{page}&token={ROOT}"), "with");
+    assert!(with.contains(r#"<form id="auth" hidden="">"#), "the sign-in form still shows:\n{with}");
+    for expected in [basin.as_str(), "secured-record-0", "in memory"] {
+        assert!(with.contains(expected), "the page does not show {expected:?}:\n{with}");
+    }
 }
