@@ -21,6 +21,7 @@ pub mod shard;
 pub mod storage;
 pub mod streamer;
 pub mod tokens;
+pub mod usage;
 
 pub use error::{EngineError, StorageError};
 pub use shard::{EngineOptions, Shard};

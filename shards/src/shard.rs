@@ -86,6 +86,7 @@ pub struct Shard {
     pub(crate) stream_locks: KeyedLocks<(BasinName, StreamName)>,
     pub(crate) token_locks: KeyedLocks<TokenId>,
     pub(crate) verified_tokens: VerifiedTokens,
+    pub(crate) usage: crate::usage::Usage,
     /// Loaded streamers, most recently used first.
     pub(crate) streamers: RefCell<LruCache<StreamKey, Rc<RefCell<Streamer>>>>,
     /// This shard's share of the in-flight append byte budget.
@@ -130,6 +131,7 @@ impl Shard {
             segment_cache,
             streamers: RefCell::new(LruCache::unbounded()),
             verified_tokens: VerifiedTokens::new(options.verified_tokens_max),
+            usage: crate::usage::Usage::new(),
             admission: Rc::new(Semaphore::new(admission_units)),
             admission_units,
             clock: options.clock.clone(),
@@ -163,11 +165,17 @@ impl Shard {
         glommio::spawn_local(resume_background_work(shard.clone())).detach();
         glommio::spawn_local(crate::background::run(shard.clone())).detach();
         glommio::spawn_local(crate::segments::reclaim::run(shard.clone())).detach();
+        glommio::spawn_local(crate::usage::run(shard.clone())).detach();
         shard
     }
 
     pub fn id(&self) -> ShardId {
         self.id
+    }
+
+    /// The engine's clock: what record timestamps and usage buckets are measured by.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// What this shard records into.

@@ -3,6 +3,9 @@
 //! `Authorization: Bearer`, and each handler checks its operation and the basins, streams
 //! and token ids it touches here, before it calls the engine.
 //!
+//! An operation allowed here is also counted for the usage metrics, except appends and
+//! reads, which are counted per batch where they are served.
+//!
 //! A token with `auto_prefix_streams` sees stream names relative to its scope's prefix:
 //! [`Access::stream`] adds the prefix to every name it is given, and [`Access::strip`]
 //! takes it off every name shown.
@@ -13,6 +16,7 @@ use http::{header, HeaderMap};
 use sluice_shards::names::{BasinName, StreamName};
 use sluice_shards::records::{AppendBatch, Command};
 use sluice_shards::tokens::{self, scope::set_matches, Operation, ResourceSet, TokenId, TokenInfo};
+use sluice_shards::usage::Counter;
 use sluice_shards::Shard;
 
 use super::{ApiError, ApiResult};
@@ -31,36 +35,42 @@ impl RootToken {
 #[derive(Clone)]
 pub struct Access {
     token: Rc<TokenInfo>,
+    /// Where the request's operations are counted.
+    shard: Rc<Shard>,
 }
 
 impl Access {
     /// Whoever sent `headers`, or a 401.
     pub async fn authenticate(
         root: Option<&RootToken>,
-        shard: &Shard,
+        shard: &Rc<Shard>,
         headers: &HeaderMap,
     ) -> ApiResult<Access> {
         let Some(root) = root else {
-            return Ok(Access::root());
+            return Ok(Access::root(shard));
         };
         let secret = bearer(headers)?;
         if tokens::hash_secret(secret) == root.0 {
-            return Ok(Access::root());
+            return Ok(Access::root(shard));
         }
         match shard.verify_token(secret).await? {
-            Some(token) => Ok(Access { token }),
+            Some(token) => Ok(Access {
+                token,
+                shard: shard.clone(),
+            }),
             None => Err(ApiError::Authn(
                 "Access token is unknown, revoked or expired".to_owned(),
             )),
         }
     }
 
-    fn root() -> Access {
+    fn root(shard: &Rc<Shard>) -> Access {
         thread_local! {
             static ROOT: Rc<TokenInfo> = Rc::new(TokenInfo::root());
         }
         Access {
             token: ROOT.with(Rc::clone),
+            shard: shard.clone(),
         }
     }
 
@@ -70,6 +80,12 @@ impl Access {
 
     /// The operation, on no resource in particular.
     pub fn allow(&self, op: Operation) -> ApiResult<()> {
+        self.permit(op)?;
+        self.count(None, op);
+        Ok(())
+    }
+
+    fn permit(&self, op: Operation) -> ApiResult<()> {
         if self.token.scope.permits(op) {
             Ok(())
         } else {
@@ -80,9 +96,21 @@ impl Access {
         }
     }
 
+    fn count(&self, basin: Option<&BasinName>, op: Operation) {
+        if !matches!(op, Operation::Append | Operation::Read) {
+            self.shard.count_usage(basin, Counter::Op(op), 1);
+        }
+    }
+
     /// The operation, on a basin.
     pub fn basin(&self, op: Operation, basin: &BasinName) -> ApiResult<()> {
-        self.allow(op)?;
+        self.permit_basin(op, basin)?;
+        self.count(Some(basin), op);
+        Ok(())
+    }
+
+    fn permit_basin(&self, op: Operation, basin: &BasinName) -> ApiResult<()> {
+        self.permit(op)?;
         if self.may_see_basin(basin.as_str()) {
             Ok(())
         } else {
@@ -97,9 +125,10 @@ impl Access {
         basin: &BasinName,
         stream: StreamName,
     ) -> ApiResult<StreamName> {
-        self.basin(op, basin)?;
+        self.permit_basin(op, basin)?;
         let full = self.full_stream_name(stream)?;
         if set_matches(&self.token.scope.streams, full.as_str()) {
+            self.count(Some(basin), op);
             Ok(full)
         } else {
             Err(denied("stream", self.strip(full.as_str())))
@@ -108,8 +137,9 @@ impl Access {
 
     /// The operation, on a token id.
     pub fn token_id(&self, op: Operation, id: &TokenId) -> ApiResult<()> {
-        self.allow(op)?;
+        self.permit(op)?;
         if self.may_see_token(id.as_str()) {
+            self.count(None, op);
             Ok(())
         } else {
             Err(denied("access token", id.as_str()))
@@ -121,8 +151,8 @@ impl Access {
     pub fn commands(&self, batch: &AppendBatch) -> ApiResult<()> {
         for record in batch.records() {
             match record.command() {
-                Some(Command::Trim(_)) => self.allow(Operation::Trim)?,
-                Some(Command::Fence(_)) => self.allow(Operation::Fence)?,
+                Some(Command::Trim(_)) => self.permit(Operation::Trim)?,
+                Some(Command::Fence(_)) => self.permit(Operation::Fence)?,
                 None => {}
             }
         }

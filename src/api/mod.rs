@@ -12,6 +12,7 @@ mod misc;
 mod records;
 mod streams;
 mod tokens;
+mod usage;
 mod wire;
 
 use std::rc::Rc;
@@ -194,15 +195,15 @@ async fn authenticated(
             _ => Err(not_allowed("DELETE")),
         },
         ["v1", "metrics"] => match method {
-            Method::GET => misc::account_metrics(access, &req),
+            Method::GET => usage::account(shard, access, &req).await,
             _ => Err(not_allowed("GET")),
         },
         ["v1", "metrics", basin] => match method {
-            Method::GET => misc::basin_metrics(access, basin, &req),
+            Method::GET => usage::basin(shard, access, basin, &req).await,
             _ => Err(not_allowed("GET")),
         },
         ["v1", "metrics", basin, stream] => match method {
-            Method::GET => misc::stream_metrics(access, basin, stream, &req),
+            Method::GET => usage::stream(shard, access, basin, stream, &req).await,
             _ => Err(not_allowed("GET")),
         },
         ["v1", "locations"] => match method {

@@ -143,6 +143,9 @@ pub async fn run(
     while open.get() > 0 && std::time::Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
+    if let Err(e) = shard.flush_usage().await {
+        warn!(shard = shard.id(), error = %e, "writing usage counts at shutdown failed");
+    }
 }
 
 struct OpenGuard(Rc<Cell<usize>>);

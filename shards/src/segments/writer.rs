@@ -76,6 +76,8 @@ pub(crate) struct Part {
     pub record_count: u32,
     pub chunks: Vec<Bytes>,
     pub bytes: usize,
+    /// The append's metered size.
+    pub metered_bytes: u64,
     pub last_timestamp: u64,
     pub expires_at_ms: Option<u64>,
     /// The stream state once this append is durable.
@@ -94,6 +96,7 @@ struct Run {
     record_count: u32,
     chunks: Vec<Bytes>,
     bytes: usize,
+    metered_bytes: u64,
     last_timestamp: u64,
     /// `None` once any record in the run never expires.
     max_expiry_ms: Option<u64>,
@@ -114,6 +117,7 @@ impl Run {
             record_count: part.record_count,
             chunks: part.chunks,
             bytes: part.bytes,
+            metered_bytes: part.metered_bytes,
             last_timestamp: part.last_timestamp,
             max_expiry_ms: part.expires_at_ms,
             tickets: vec![part.ticket],
@@ -132,6 +136,7 @@ impl Run {
         self.record_count += part.record_count;
         self.chunks.extend(part.chunks);
         self.bytes += part.bytes;
+        self.metered_bytes += part.metered_bytes;
         self.last_timestamp = part.last_timestamp;
         self.max_expiry_ms = match (self.max_expiry_ms, part.expires_at_ms) {
             (Some(a), Some(b)) => Some(a.max(b)),
@@ -378,6 +383,7 @@ impl Committer {
                 record_count: run.record_count,
                 last_timestamp: run.last_timestamp,
                 max_expiry_ms: run.max_expiry_ms,
+                metered_bytes: run.metered_bytes,
             };
             payload.push(header);
             payload.extend(run.chunks.iter().cloned());

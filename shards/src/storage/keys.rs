@@ -8,6 +8,7 @@
 //! | 0x04 | `04 basin 00 stream`                         | empty: stream cleanup queued |
 //! | 0x05 | `05 token_id`                                | access token (`tokens`), JSON: info and SHA-256 of its secret |
 //! | 0x06 | `06 sha256(secret)(32)`                      | the token id with that secret |
+//! | 0x07 | `07 minute_secs(8) boot_id(8) shard(2)`      | one shard's usage counts for that minute (`usage`) |
 //! | 0x11 | `11 id(16) last_timestamp(8) first_seq(8)`   | empty: one per run           |
 //! | 0x12 | `12 id(16)`                                  | stream state (`streamer::codec`) |
 //! | 0x13 | `13 deadline_ms(8) basin 00 stream`          | empty: delete-on-empty check due |
@@ -47,6 +48,7 @@ pub enum KeyKind {
     StreamCleanup = 0x04,
     Token = 0x05,
     TokenBySecret = 0x06,
+    Usage = 0x07,
     TimestampIndex = 0x11,
     StreamState = 0x12,
     DeleteOnEmptyDeadline = 0x13,
@@ -265,6 +267,33 @@ pub fn token_from_id_bytes(id: &[u8]) -> Bytes {
 
 pub fn token_by_secret(hash: &SecretHash) -> Bytes {
     with_kind(KeyKind::TokenBySecret, hash)
+}
+
+/// One writer's usage counts for one minute: `07 minute_secs(8) boot_id(8) shard(2)`.
+pub fn usage(minute_secs: u64, boot_id: u64, shard: u16) -> Bytes {
+    let mut k = BytesMut::with_capacity(19);
+    k.put_u8(KeyKind::Usage as u8);
+    k.put_u64(minute_secs);
+    k.put_u64(boot_id);
+    k.put_u16(shard);
+    k.freeze()
+}
+
+/// The usage keys of the minutes starting in `from_secs..to_secs`.
+pub fn usage_range(from_secs: u64, to_secs: u64) -> std::ops::Range<Bytes> {
+    let at = |secs: u64| {
+        let mut k = BytesMut::with_capacity(9);
+        k.put_u8(KeyKind::Usage as u8);
+        k.put_u64(secs);
+        k.freeze()
+    };
+    at(from_secs)..at(to_secs)
+}
+
+/// The minute of a `07` key.
+pub fn usage_minute(key: &[u8]) -> Option<u64> {
+    let bytes = key.get(1..9)?;
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }
 
 pub fn tokens_namespace() -> Bytes {

@@ -380,6 +380,11 @@ impl Storage {
         SegmentId(u128::from(self.segments.boot_id) << 64 | u128::from(n))
     }
 
+    /// Random per process start: what tells this process's writes from an earlier one's.
+    pub fn boot_id(&self) -> u64 {
+        self.segments.boot_id
+    }
+
     /// Whether a segment was named by this process (and so may still be in flight).
     pub fn is_this_boots(&self, id: SegmentId) -> bool {
         (id.0 >> 64) as u64 == self.segments.boot_id

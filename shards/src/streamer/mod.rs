@@ -280,6 +280,7 @@ impl Streamer {
             .map(|r| codec::encoded_len_hint(&r.headers, &r.body))
             .sum();
         let mut chunks = ChunkWriter::with_capacity(inline.min(64 << 10));
+        let metered_bytes = batch.metered_bytes() as u64;
         let mut records = Vec::with_capacity(batch.len());
         for (i, record) in batch.into_records().into_iter().enumerate() {
             let seq_num = first + i as u64;
@@ -354,6 +355,7 @@ impl Streamer {
             first_seq_num: first,
             record_count: records.len() as u32,
             bytes: chunks.len(),
+            metered_bytes,
             chunks: chunks.finish(),
             last_timestamp: running_max,
             expires_at_ms,

@@ -77,7 +77,7 @@ pub async fn append(
     access.commands(&batch)?;
     let (arrived, bytes) = (Instant::now(), batch.metered_bytes() as u64);
     let ack = shard
-        .append(basin, stream, batch, key, auto)
+        .append(basin.clone(), stream, batch, key, auto)
         .await?
         .wait()
         .await?;
@@ -87,6 +87,7 @@ pub async fn append(
         bytes,
         arrived.elapsed(),
     );
+    shard.count_append(&basin, bytes);
     if headers::accepts_protobuf(&parts.headers) {
         let mut resp = Response::new(crate::api::full(proto::encode_append_ack(&ack)));
         resp.headers_mut().insert(
@@ -146,14 +147,14 @@ async fn session(
     glommio::spawn_local(read_inputs(
         shard.clone(),
         access.clone(),
-        basin,
+        basin.clone(),
         stream,
         key,
         req.into_body(),
         slots_tx,
     ))
     .detach();
-    glommio::spawn_local(write_acks(shard.clone(), slots, out, compression)).detach();
+    glommio::spawn_local(write_acks(shard.clone(), basin, slots, out, compression)).detach();
     Ok(resp)
 }
 
@@ -301,6 +302,7 @@ fn decode_input(payload: Bytes) -> ApiResult<AppendBatch> {
 
 async fn write_acks(
     shard: Rc<Shard>,
+    basin: BasinName,
     mut slots: mpsc::Receiver<Slot>,
     mut out: mpsc::Sender<Bytes>,
     compression: Compression,
@@ -316,6 +318,7 @@ async fn write_acks(
                         input.metered_bytes,
                         input.arrived.elapsed(),
                     );
+                    shard.count_append(&basin, input.metered_bytes);
                 })
             }
             Slot::Failed(e) => Err(e),

@@ -14,6 +14,7 @@ use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use sluice_shards::metrics::{ReadKind, SessionKind};
+use sluice_shards::names::BasinName;
 use sluice_shards::records::{ReadBatch, BATCH_METERED_BYTES_MAX, BATCH_RECORDS_MAX};
 use sluice_shards::streamer::{
     AutoCreate, ReadItem, ReadLimits, ReadRequest, ReadSession, ReadStart,
@@ -128,21 +129,25 @@ pub async fn read(
         wait,
         key,
     };
-    let mut session = shard.read(basin, stream, request, auto).await?;
+    let mut session = shard.read(basin.clone(), stream, request, auto).await?;
     Ok(match mode {
-        Mode::Unary { protobuf } => unary(shard, session, protobuf, format, req.headers()).await?,
+        Mode::Unary { protobuf } => {
+            unary(shard, &basin, session, protobuf, format, req.headers()).await?
+        }
         Mode::Sse => {
             let first = first_item(&mut session).await?;
             let (out, resp) = streaming("text/event-stream");
             let ids = resume.unwrap_or_default();
-            glommio::spawn_local(run_sse(shard.clone(), first, session, out, format, ids)).detach();
+            let sse = run_sse(shard.clone(), basin, first, session, out, format, ids);
+            glommio::spawn_local(sse).detach();
             resp
         }
         Mode::S2s => {
             let first = first_item(&mut session).await?;
             let compression = s2s_compression(req.headers());
             let (out, resp) = streaming("s2s/proto");
-            glommio::spawn_local(run_s2s(shard.clone(), first, session, out, compression)).detach();
+            let s2s = run_s2s(shard.clone(), basin, first, session, out, compression);
+            glommio::spawn_local(s2s).detach();
             resp
         }
     })
@@ -152,6 +157,7 @@ pub async fn read(
 /// and the read may wait, the first live batch.
 async fn unary(
     shard: &Shard,
+    basin: &BasinName,
     mut session: ReadSession,
     protobuf: bool,
     format: Format,
@@ -173,11 +179,11 @@ async fn unary(
             ReadItem::Error(e) => return Err(e.into()),
         }
     }
-    shard.metrics().read(
-        ReadKind::Unary,
-        batch.records.len() as u64,
-        metered_bytes(&batch),
-    );
+    let bytes = metered_bytes(&batch);
+    shard
+        .metrics()
+        .read(ReadKind::Unary, batch.records.len() as u64, bytes);
+    shard.count_read(basin, bytes);
     if protobuf {
         let mut resp = Response::new(crate::api::full(proto::encode_read_batch(&batch)));
         resp.headers_mut().insert(
@@ -205,6 +211,7 @@ async fn first_item(session: &mut ReadSession) -> ApiResult<Option<ReadItem>> {
 
 async fn run_sse(
     shard: Rc<Shard>,
+    basin: BasinName,
     first: Option<ReadItem>,
     mut session: ReadSession,
     mut out: mpsc::Sender<Bytes>,
@@ -225,6 +232,7 @@ async fn run_sse(
                 };
                 let (records, bytes) = (batch.records.len() as u64, metered_bytes(&batch));
                 shard.metrics().read(ReadKind::Sse, records, bytes);
+                shard.count_read(&basin, bytes);
                 id.seq_num = last.seq_num;
                 id.count = id.count.saturating_add(records);
                 id.bytes = id.bytes.saturating_add(bytes);
@@ -248,6 +256,7 @@ async fn run_sse(
 
 async fn run_s2s(
     shard: Rc<Shard>,
+    basin: BasinName,
     first: Option<ReadItem>,
     mut session: ReadSession,
     mut out: mpsc::Sender<Bytes>,
@@ -265,6 +274,7 @@ async fn run_s2s(
                 if !batch.records.is_empty() {
                     let (records, bytes) = (batch.records.len() as u64, metered_bytes(&batch));
                     shard.metrics().read(ReadKind::S2s, records, bytes);
+                    shard.count_read(&basin, bytes);
                 }
                 s2s::encode_proto(&proto::read_batch_to_proto(&batch), compression)
             }

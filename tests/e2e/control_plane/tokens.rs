@@ -76,7 +76,10 @@ impl Client {
     }
 
     fn read_bodies(&self, basin: &str, stream: &str) -> Vec<String> {
-        let response = self.get(&format!("/v1/streams/{stream}/records?seq_num=0"), Some(basin));
+        let response = self.get(
+            &format!("/v1/streams/{stream}/records?seq_num=0"),
+            Some(basin),
+        );
         response.expect_status(200);
         response.json()["records"]
             .as_array()
@@ -127,7 +130,10 @@ fn ids(list: &Value) -> Vec<String> {
 
 fn rfc3339_in(seconds: u64, nanos: u32) -> String {
     let at = SystemTime::now() + Duration::from_secs(seconds);
-    let secs = at.duration_since(UNIX_EPOCH).expect("after the epoch").as_secs();
+    let secs = at
+        .duration_since(UNIX_EPOCH)
+        .expect("after the epoch")
+        .as_secs();
     let at = time::OffsetDateTime::from_unix_timestamp(secs as i64).expect("a valid time")
         + time::Duration::nanoseconds(i64::from(nanos));
     at.format(&time::format_description::well_known::Rfc3339)
@@ -162,13 +168,19 @@ fn issue_validates_before_storing_and_answers_exact_errors() {
         "auto_prefix_streams": true,
         "scope": { "streams": { "exact": "s" }, "op_groups": all_stream_ops() },
     }));
-    assert_eq!(message, "Auto prefixing is only allowed for streams with prefix matching");
+    assert_eq!(
+        message,
+        "Auto prefixing is only allowed for streams with prefix matching"
+    );
     let message = invalid(json!({
         "id": "bad-prefix",
         "auto_prefix_streams": true,
         "scope": { "op_groups": all_stream_ops() },
     }));
-    assert_eq!(message, "Auto prefixing is only allowed for streams with prefix matching");
+    assert_eq!(
+        message,
+        "Auto prefixing is only allowed for streams with prefix matching"
+    );
     for empty in [
         json!({}),
         json!({ "ops": [], "op_groups": { "account": { "read": false } } }),
@@ -188,7 +200,11 @@ fn issue_validates_before_storing_and_answers_exact_errors() {
         assert!(message.contains("between 1 and 96 bytes"), "{message}");
     }
     assert_error(
-        &anyone.post("/v1/access-tokens", None, &json!({ "id": "x", "scope": { "ops": ["no-such-op"] } })),
+        &anyone.post(
+            "/v1/access-tokens",
+            None,
+            &json!({ "id": "x", "scope": { "ops": ["no-such-op"] } }),
+        ),
         400,
         "bad_json",
     );
@@ -200,12 +216,18 @@ fn issue_validates_before_storing_and_answers_exact_errors() {
     let secret = anyone.issue(&json!({ "id": long_id, "scope": { "ops": ["list-basins"] } }));
     // 256 random bits, base64url without padding.
     assert_eq!(secret.len(), 43, "{secret}");
-    assert!(secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    assert!(secret
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
     let other = anyone.issue(&json!({ "id": "second", "scope": { "ops": ["list-basins"] } }));
     assert_ne!(secret, other, "secrets are random");
     for id in [long_id.as_str(), "root"] {
         let message = assert_error(
-            &anyone.post("/v1/access-tokens", None, &json!({ "id": id, "scope": { "ops": ["list-basins"] } })),
+            &anyone.post(
+                "/v1/access-tokens",
+                None,
+                &json!({ "id": id, "scope": { "ops": ["list-basins"] } }),
+            ),
             409,
             "resource_already_exists",
         );
@@ -249,7 +271,10 @@ fn listing_is_sorted_paged_and_echoes_what_was_issued() {
         anyone.issue(&json!({ "id": id, "scope": { "ops": ["list-basins"] } }));
     }
 
-    assert_eq!(ids(&anyone.listed("")), ["other", "root", "svc-a", "svc-b", "svc-c", "svc-d"]);
+    assert_eq!(
+        ids(&anyone.listed("")),
+        ["other", "root", "svc-a", "svc-b", "svc-c", "svc-d"]
+    );
     let page = anyone.listed("?prefix=svc-&limit=2");
     assert_eq!(ids(&page), ["svc-a", "svc-b"]);
     assert_eq!(page["has_more"], true);
@@ -257,19 +282,30 @@ fn listing_is_sorted_paged_and_echoes_what_was_issued() {
     assert_eq!(ids(&page), ["svc-c", "svc-d"]);
     assert_eq!(page["has_more"], false);
     assert_eq!(ids(&anyone.listed("?start_after=root&limit=1")), ["svc-a"]);
-    assert_eq!(ids(&anyone.listed("?limit=5000")).len(), 6, "limits over 1000 are capped");
+    assert_eq!(
+        ids(&anyone.listed("?limit=5000")).len(),
+        6,
+        "limits over 1000 are capped"
+    );
 
     let listed = anyone.listed("?prefix=svc-b");
     let info = &listed["access_tokens"][0];
     assert_keys(info, &["id", "expires_at", "auto_prefix_streams", "scope"]);
-    assert_eq!(info["expires_at"], expires_at.as_str(), "sub-second precision is kept");
+    assert_eq!(
+        info["expires_at"],
+        expires_at.as_str(),
+        "sub-second precision is kept"
+    );
     assert_timestamp(&info["expires_at"]);
     assert_eq!(info["auto_prefix_streams"], true);
     let scope = &info["scope"];
     assert_eq!(scope["basins"], json!({ "exact": "tenant-basin" }));
     assert_eq!(scope["streams"], json!({ "prefix": "svc-b/" }));
     assert_eq!(scope["access_tokens"], json!({ "prefix": "svc-b-" }));
-    assert_eq!(scope["op_groups"]["stream"], json!({ "read": true, "write": true }));
+    assert_eq!(
+        scope["op_groups"]["stream"],
+        json!({ "read": true, "write": true })
+    );
     assert_eq!(scope["ops"], json!(["get-basin-config", "list-streams"]));
     let plain = &anyone.listed("?prefix=svc-a")["access_tokens"][0];
     assert_eq!(plain["auto_prefix_streams"], false, "always present");
@@ -308,7 +344,9 @@ fn without_a_valid_token_only_health_ping_and_metrics_answer() {
     }
     // The dashboard page itself loads (it asks for a token); the root token works.
     get(port, "/dashboard").expect_status(200);
-    Client::new(port, ROOT).get("/v1/basins", None).expect_status(200);
+    Client::new(port, ROOT)
+        .get("/v1/basins", None)
+        .expect_status(200);
 }
 
 #[test]
@@ -328,15 +366,20 @@ fn op_groups_ops_and_resource_sets_are_enforced_on_every_route() {
     let denied = |response: Response| assert_error(&response, 403, "permission_denied");
 
     // Basin read on one basin: its config and stream list, nothing else.
-    let basin_reader = Client::new(port, &root.issue(&json!({
-        "id": "basin-reader",
-        "scope": {
-            "basins": { "exact": mine },
-            "streams": { "prefix": "" },
-            "op_groups": { "basin": { "read": true } },
-        },
-    })));
-    basin_reader.get(&format!("/v1/basins/{mine}"), None).expect_status(200);
+    let basin_reader = Client::new(
+        port,
+        &root.issue(&json!({
+            "id": "basin-reader",
+            "scope": {
+                "basins": { "exact": mine },
+                "streams": { "prefix": "" },
+                "op_groups": { "basin": { "read": true } },
+            },
+        })),
+    );
+    basin_reader
+        .get(&format!("/v1/basins/{mine}"), None)
+        .expect_status(200);
     assert_eq!(
         basin_reader.names("/v1/streams", Some(&mine), "streams"),
         ["app-1", "app-2", "sys-1"]
@@ -350,18 +393,30 @@ fn op_groups_ops_and_resource_sets_are_enforced_on_every_route() {
     denied(basin_reader.get("/v1/access-tokens", None));
 
     // Stream read and write on `app-` streams of one basin.
-    let app_writer = Client::new(port, &root.issue(&json!({
-        "id": "app-writer",
-        "scope": {
-            "basins": { "exact": mine },
-            "streams": { "prefix": "app-" },
-            "op_groups": all_stream_ops(),
-        },
-    })));
-    app_writer.append(&mine, "app-1", &["by-app-writer"]).expect_status(200);
-    assert_eq!(app_writer.read_bodies(&mine, "app-1"), ["seed", "by-app-writer"]);
-    app_writer.get("/v1/streams/app-2/records/tail", Some(&mine)).expect_status(200);
-    app_writer.get("/v1/streams/app-2", Some(&mine)).expect_status(200);
+    let app_writer = Client::new(
+        port,
+        &root.issue(&json!({
+            "id": "app-writer",
+            "scope": {
+                "basins": { "exact": mine },
+                "streams": { "prefix": "app-" },
+                "op_groups": all_stream_ops(),
+            },
+        })),
+    );
+    app_writer
+        .append(&mine, "app-1", &["by-app-writer"])
+        .expect_status(200);
+    assert_eq!(
+        app_writer.read_bodies(&mine, "app-1"),
+        ["seed", "by-app-writer"]
+    );
+    app_writer
+        .get("/v1/streams/app-2/records/tail", Some(&mine))
+        .expect_status(200);
+    app_writer
+        .get("/v1/streams/app-2", Some(&mine))
+        .expect_status(200);
     denied(app_writer.append(&mine, "sys-1", &["x"]));
     denied(app_writer.get("/v1/streams/sys-1/records?seq_num=0", Some(&mine)));
     denied(app_writer.append(&theirs, "app-1", &["x"]));
@@ -370,19 +425,30 @@ fn op_groups_ops_and_resource_sets_are_enforced_on_every_route() {
     denied(app_writer.get("/v1/streams", Some(&mine)));
     // The trim command and fencing: they come with the write group.
     app_writer
-        .send("POST", "/v1/streams/app-2/records", Some(&mine), &[BASE64_FORMAT], Some(&trim_input(0)))
+        .send(
+            "POST",
+            "/v1/streams/app-2/records",
+            Some(&mine),
+            &[BASE64_FORMAT],
+            Some(&trim_input(0)),
+        )
         .expect_status(200);
 
     // Single ops: an append-only token cannot smuggle a trim or fence in an append.
-    let appender = Client::new(port, &root.issue(&json!({
-        "id": "appender",
-        "scope": {
-            "basins": { "prefix": "" },
-            "streams": { "prefix": "" },
-            "ops": ["append"],
-        },
-    })));
-    appender.append(&theirs, "sys-1", &["appended"]).expect_status(200);
+    let appender = Client::new(
+        port,
+        &root.issue(&json!({
+            "id": "appender",
+            "scope": {
+                "basins": { "prefix": "" },
+                "streams": { "prefix": "" },
+                "ops": ["append"],
+            },
+        })),
+    );
+    appender
+        .append(&theirs, "sys-1", &["appended"])
+        .expect_status(200);
     let message = denied(appender.send(
         "POST",
         "/v1/streams/sys-1/records",
@@ -391,27 +457,53 @@ fn op_groups_ops_and_resource_sets_are_enforced_on_every_route() {
         Some(&trim_input(1)),
     ));
     assert!(message.contains("trim"), "{message}");
-    let message = denied(appender.post("/v1/streams/sys-1/records", Some(&theirs), &fence_input("f")));
+    let message = denied(appender.post(
+        "/v1/streams/sys-1/records",
+        Some(&theirs),
+        &fence_input("f"),
+    ));
     assert!(message.contains("fence"), "{message}");
     denied(appender.get("/v1/streams/sys-1/records?seq_num=0", Some(&theirs)));
-    assert_eq!(root.read_bodies(&theirs, "sys-1"), ["seed", "appended"], "nothing else landed");
+    assert_eq!(
+        root.read_bodies(&theirs, "sys-1"),
+        ["seed", "appended"],
+        "nothing else landed"
+    );
 
     // Account read narrowed to a basin prefix: lists show only what the token may see.
-    let lister = Client::new(port, &root.issue(&json!({
-        "id": "lister",
-        "scope": {
-            "basins": { "prefix": "tok-mine" },
-            "streams": { "prefix": "sys-" },
-            "access_tokens": { "prefix": "app-" },
-            "op_groups": { "account": { "read": true }, "basin": { "read": true } },
-        },
-    })));
+    let lister = Client::new(
+        port,
+        &root.issue(&json!({
+            "id": "lister",
+            "scope": {
+                "basins": { "prefix": "tok-mine" },
+                "streams": { "prefix": "sys-" },
+                "access_tokens": { "prefix": "app-" },
+                "op_groups": { "account": { "read": true }, "basin": { "read": true } },
+            },
+        })),
+    );
     let basins = lister.names("/v1/basins", None, "basins");
-    assert!(basins.contains(&mine) && !basins.contains(&theirs), "{basins:?}");
-    assert!(lister.names("/v1/basins?prefix=tok-", None, "basins").iter().all(|b| b.starts_with("tok-mine")));
-    assert!(lister.names("/v1/basins?prefix=tok-theirs", None, "basins").is_empty());
-    assert_eq!(lister.names("/v1/streams", Some(&mine), "streams"), ["sys-1"]);
-    assert_eq!(ids(&lister.listed("")), ["app-writer"], "`appender` has no `app-`");
+    assert!(
+        basins.contains(&mine) && !basins.contains(&theirs),
+        "{basins:?}"
+    );
+    assert!(lister
+        .names("/v1/basins?prefix=tok-", None, "basins")
+        .iter()
+        .all(|b| b.starts_with("tok-mine")));
+    assert!(lister
+        .names("/v1/basins?prefix=tok-theirs", None, "basins")
+        .is_empty());
+    assert_eq!(
+        lister.names("/v1/streams", Some(&mine), "streams"),
+        ["sys-1"]
+    );
+    assert_eq!(
+        ids(&lister.listed("")),
+        ["app-writer"],
+        "`appender` has no `app-`"
+    );
     denied(lister.create_basin(&unique_basin("tok-mine-new")));
     denied(lister.send("DELETE", "/v1/access-tokens/lister", None, &[], None));
 }
@@ -434,7 +526,11 @@ fn no_token_can_issue_more_than_it_has() {
         },
     })));
     let denied = |request: Value| {
-        assert_error(&issuer.post("/v1/access-tokens", None, &request), 403, "permission_denied")
+        assert_error(
+            &issuer.post("/v1/access-tokens", None, &request),
+            403,
+            "permission_denied",
+        )
     };
     // Within its scope: fine, and the child inherits the issuer's expiry.
     issuer.issue(&json!({
@@ -444,11 +540,19 @@ fn no_token_can_issue_more_than_it_has() {
     let child = &issuer.listed("?prefix=team-child")["access_tokens"][0];
     assert_eq!(child["expires_at"], expires_at.as_str());
     // Outside it: an id, a basin set, an op, a group, or a later expiry.
-    denied(json!({ "id": "other-child", "scope": { "basins": { "prefix": "team-" }, "ops": ["read"] } }));
+    denied(
+        json!({ "id": "other-child", "scope": { "basins": { "prefix": "team-" }, "ops": ["read"] } }),
+    );
     denied(json!({ "id": "team-2", "scope": { "basins": { "prefix": "" }, "ops": ["read"] } }));
-    denied(json!({ "id": "team-3", "scope": { "basins": { "prefix": "team-" }, "ops": ["trim"] } }));
-    denied(json!({ "id": "team-4", "scope": { "basins": { "prefix": "team-" }, "op_groups": { "stream": { "write": true } } } }));
-    denied(json!({ "id": "team-5", "scope": { "basins": { "prefix": "team-" }, "ops": ["create-basin"] } }));
+    denied(
+        json!({ "id": "team-3", "scope": { "basins": { "prefix": "team-" }, "ops": ["trim"] } }),
+    );
+    denied(
+        json!({ "id": "team-4", "scope": { "basins": { "prefix": "team-" }, "op_groups": { "stream": { "write": true } } } }),
+    );
+    denied(
+        json!({ "id": "team-5", "scope": { "basins": { "prefix": "team-" }, "ops": ["create-basin"] } }),
+    );
     denied(json!({
         "id": "team-6",
         "expires_at": rfc3339_in(7200, 0),
@@ -460,7 +564,9 @@ fn no_token_can_issue_more_than_it_has() {
         403,
         "permission_denied",
     );
-    issuer.send("DELETE", "/v1/access-tokens/team-child", None, &[], None).expect_status(204);
+    issuer
+        .send("DELETE", "/v1/access-tokens/team-child", None, &[], None)
+        .expect_status(204);
 }
 
 #[test]
@@ -470,7 +576,8 @@ fn auto_prefixed_tokens_see_names_relative_to_their_prefix() {
     let root = Client::new(port, ROOT);
     let basin = unique_basin("tok-prefix");
     root.create_basin(&basin).expect_status(201);
-    root.create_stream(&basin, "tenant-b/orders").expect_status(201);
+    root.create_stream(&basin, "tenant-b/orders")
+        .expect_status(201);
     let tenant = Client::new(port, &root.issue(&json!({
         "id": "tenant-a",
         "auto_prefix_streams": true,
@@ -485,25 +592,44 @@ fn auto_prefixed_tokens_see_names_relative_to_their_prefix() {
     created.expect_status(201);
     assert_eq!(created.json()["name"], "orders");
     tenant.create_stream(&basin, "audit").expect_status(201);
-    tenant.append(&basin, "orders", &["o-1", "o-2"]).expect_status(200);
+    tenant
+        .append(&basin, "orders", &["o-1", "o-2"])
+        .expect_status(200);
     assert_eq!(tenant.read_bodies(&basin, "orders"), ["o-1", "o-2"]);
-    assert_eq!(tenant.names("/v1/streams", Some(&basin), "streams"), ["audit", "orders"]);
-    assert_eq!(tenant.names("/v1/streams?prefix=or", Some(&basin), "streams"), ["orders"]);
+    assert_eq!(
+        tenant.names("/v1/streams", Some(&basin), "streams"),
+        ["audit", "orders"]
+    );
+    assert_eq!(
+        tenant.names("/v1/streams?prefix=or", Some(&basin), "streams"),
+        ["orders"]
+    );
     assert_eq!(
         tenant.names("/v1/streams?start_after=audit", Some(&basin), "streams"),
         ["orders"]
     );
-    tenant.get("/v1/streams/orders", Some(&basin)).expect_status(200);
+    tenant
+        .get("/v1/streams/orders", Some(&basin))
+        .expect_status(200);
     // The other tenant's stream is not reachable under any name.
-    assert_error(&tenant.get("/v1/streams/tenant-b%2Forders", Some(&basin)), 404, "stream_not_found");
+    assert_error(
+        &tenant.get("/v1/streams/tenant-b%2Forders", Some(&basin)),
+        404,
+        "stream_not_found",
+    );
 
     // The root token sees the full names and the same records.
     assert_eq!(
         root.names("/v1/streams", Some(&basin), "streams"),
         ["tenant-a/audit", "tenant-a/orders", "tenant-b/orders"]
     );
-    assert_eq!(root.read_bodies(&basin, "tenant-a%2Forders"), ["o-1", "o-2"]);
-    tenant.send("DELETE", "/v1/streams/audit", Some(&basin), &[], None).expect_status(202);
+    assert_eq!(
+        root.read_bodies(&basin, "tenant-a%2Forders"),
+        ["o-1", "o-2"]
+    );
+    tenant
+        .send("DELETE", "/v1/streams/audit", Some(&basin), &[], None)
+        .expect_status(202);
 }
 
 #[test]
@@ -513,12 +639,18 @@ fn revocation_and_expiry_take_effect_on_every_shard() {
     let root = Client::new(port, ROOT);
     let scope = json!({ "ops": ["list-basins"] });
     let kept = Client::new(port, &root.issue(&json!({ "id": "kept", "scope": scope })));
-    let revoked = Client::new(port, &root.issue(&json!({ "id": "revoked", "scope": scope })));
-    let expiring = Client::new(port, &root.issue(&json!({
-        "id": "expiring",
-        "expires_at": rfc3339_in(3, 0),
-        "scope": scope,
-    })));
+    let revoked = Client::new(
+        port,
+        &root.issue(&json!({ "id": "revoked", "scope": scope })),
+    );
+    let expiring = Client::new(
+        port,
+        &root.issue(&json!({
+            "id": "expiring",
+            "expires_at": rfc3339_in(3, 0),
+            "scope": scope,
+        })),
+    );
     // Each request is a new connection, so over many of them every shard verifies (and
     // caches) each token.
     const REQUESTS: usize = 48;
@@ -530,12 +662,16 @@ fn revocation_and_expiry_take_effect_on_every_shard() {
     let cached = cached_tokens(port);
     assert_eq!(cached.len(), 4, "one gauge per shard: {cached:?}");
 
-    root.send("DELETE", "/v1/access-tokens/revoked", None, &[], None).expect_status(204);
+    root.send("DELETE", "/v1/access-tokens/revoked", None, &[], None)
+        .expect_status(204);
     for _ in 0..REQUESTS {
         assert_error(&revoked.get("/v1/basins", None), 401, "authn");
         kept.get("/v1/basins", None).expect_status(200);
     }
-    assert!(cached_tokens(port).iter().all(|&n| n <= 2), "revoked tokens are forgotten");
+    assert!(
+        cached_tokens(port).iter().all(|&n| n <= 2),
+        "revoked tokens are forgotten"
+    );
 
     let deadline = SystemTime::now() + Duration::from_secs(10);
     while expiring.get("/v1/basins", None).status == 200 {
@@ -565,14 +701,23 @@ fn cached_tokens(port: u16) -> Vec<u64> {
 
 #[test]
 fn the_verified_token_cache_holds_its_bound_and_evicts() {
-    let server = Server::start(&["--shards", "1", "--root-token", ROOT, "--verified-tokens", "2"]);
+    let server = Server::start(&[
+        "--shards",
+        "1",
+        "--root-token",
+        ROOT,
+        "--verified-tokens",
+        "2",
+    ]);
     let port = server.port();
     let root = Client::new(port, ROOT);
     let clients: Vec<Client> = (0..3)
         .map(|i| {
             Client::new(
                 port,
-                &root.issue(&json!({ "id": format!("cached-{i}"), "scope": { "ops": ["list-basins"] } })),
+                &root.issue(
+                    &json!({ "id": format!("cached-{i}"), "scope": { "ops": ["list-basins"] } }),
+                ),
             )
         })
         .collect();
@@ -599,26 +744,41 @@ async fn secrets_never_reach_storage_and_tokens_survive_a_restart() {
             "scope": { "ops": ["list-basins"] },
         })));
     }
-    root.send("DELETE", "/v1/access-tokens/stored-token-00", None, &[], None)
-        .expect_status(204);
+    root.send(
+        "DELETE",
+        "/v1/access-tokens/stored-token-00",
+        None,
+        &[],
+        None,
+    )
+    .expect_status(204);
     assert_eq!(server.terminate(Duration::from_secs(30)).code(), Some(0));
 
     let stored = read_tree(dir.path());
     assert!(!stored.is_empty());
     let contains = |needle: &[u8]| stored.windows(needle.len()).any(|w| w == needle);
     // The scan sees what was written: the ids and the hashes are there.
-    assert!(contains(b"stored-token-07"), "the scan does not see the stored tokens");
+    assert!(
+        contains(b"stored-token-07"),
+        "the scan does not see the stored tokens"
+    );
     for secret in &secrets {
         use sha2::Digest;
         let hash: String = sha2::Sha256::digest(secret.as_bytes())
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        assert!(!contains(secret.as_bytes()), "a secret is stored in the clear");
+        assert!(
+            !contains(secret.as_bytes()),
+            "a secret is stored in the clear"
+        );
         let raw = base64_url_decode(secret);
         assert!(!contains(&raw), "a secret's bytes are stored");
         if secret != &secrets[0] {
-            assert!(contains(hash.as_bytes()), "the hash of a live token is stored");
+            assert!(
+                contains(hash.as_bytes()),
+                "the hash of a live token is stored"
+            );
         }
     }
     assert!(!contains(ROOT.as_bytes()), "the root token is never stored");
@@ -627,9 +787,18 @@ async fn secrets_never_reach_storage_and_tokens_survive_a_restart() {
 
     let server = start();
     let port = server.port();
-    Client::new(port, &secrets[1]).get("/v1/basins", None).expect_status(200);
-    assert_error(&Client::new(port, &secrets[0]).get("/v1/basins", None), 401, "authn");
-    assert_eq!(ids(&Client::new(port, ROOT).listed("?prefix=stored-")).len(), 19);
+    Client::new(port, &secrets[1])
+        .get("/v1/basins", None)
+        .expect_status(200);
+    assert_error(
+        &Client::new(port, &secrets[0]).get("/v1/basins", None),
+        401,
+        "authn",
+    );
+    assert_eq!(
+        ids(&Client::new(port, ROOT).listed("?prefix=stored-")).len(),
+        19
+    );
 }
 
 fn enforcing_on(root: &str) -> Server {

@@ -162,10 +162,22 @@ fn with_enforcement_on_the_dashboard_asks_for_a_token_and_uses_it() {
     let port = server.port();
     let auth = ("Authorization", "Bearer dashboard-root-token");
     let basin = crate::harness::unique_basin("ops-dash-auth");
-    http_json(port, "POST", "/v1/basins", &[auth], &json!({ "basin": basin }))
-        .expect_status(201);
-    http_json(port, "POST", "/v1/streams", &[auth, ("S2-Basin", &basin)], &json!({ "stream": "events" }))
-        .expect_status(201);
+    http_json(
+        port,
+        "POST",
+        "/v1/basins",
+        &[auth],
+        &json!({ "basin": basin }),
+    )
+    .expect_status(201);
+    http_json(
+        port,
+        "POST",
+        "/v1/streams",
+        &[auth, ("S2-Basin", &basin)],
+        &json!({ "stream": "events" }),
+    )
+    .expect_status(201);
     http_json(
         port,
         "POST",
@@ -177,9 +189,12 @@ fn with_enforcement_on_the_dashboard_asks_for_a_token_and_uses_it() {
     let profiles = tempfile::tempdir().expect("temp dir");
     let profile = |name: &str| profiles.path().join(name).display().to_string();
     let dom = |url: &str, name: &str| {
-        let output = chromium(&["--virtual-time-budget=5000", "--dump-dom", url], &profile(name))
-            .output()
-            .expect("chromium");
+        let output = chromium(
+            &["--virtual-time-budget=5000", "--dump-dom", url],
+            &profile(name),
+        )
+        .output()
+        .expect("chromium");
         String::from_utf8(finished(output).stdout).expect("the DOM is UTF-8")
     };
 
@@ -187,15 +202,25 @@ fn with_enforcement_on_the_dashboard_asks_for_a_token_and_uses_it() {
     let page = format!("http://127.0.0.1:{port}/dashboard#basin={basin}&stream=events");
     let without = dom(&page, "without");
     assert!(
-        without.contains(r#"<form id="auth">"#) && without.contains("This server needs an access token"),
+        without.contains(r#"<form id="auth">"#)
+            && without.contains("This server needs an access token"),
         "the page does not ask for a token:\n{without}"
     );
-    assert!(!without.contains("secured-record-0"), "records shown without a token:\n{without}");
+    assert!(
+        !without.contains("secured-record-0"),
+        "records shown without a token:\n{without}"
+    );
 
     // With one (given in the address, which the page removes from it), the stream shows.
     let with = dom(&format!("{page}&token={ROOT}"), "with");
-    assert!(with.contains(r#"<form id="auth" hidden="">"#), "the sign-in form still shows:\n{with}");
+    assert!(
+        with.contains(r#"<form id="auth" hidden="">"#),
+        "the sign-in form still shows:\n{with}"
+    );
     for expected in [basin.as_str(), "secured-record-0", "in memory"] {
-        assert!(with.contains(expected), "the page does not show {expected:?}:\n{with}");
+        assert!(
+            with.contains(expected),
+            "the page does not show {expected:?}:\n{with}"
+        );
     }
 }
