@@ -215,22 +215,26 @@ fn spawn_session_writer(
     plan: Arc<Vec<Vec<Planned>>>,
     first: usize,
     acks: SharedAcks,
-) -> tokio::task::JoinHandle<()> {
+) -> tokio::task::JoinHandle<Option<String>> {
     tokio::spawn(async move {
         let session = stream.append_session(
             AppendSessionConfig::new()
                 .with_max_unacked_batches(NonZeroU32::new(16).expect("non-zero")),
         );
         let (ticket_tx, mut ticket_rx) = tokio::sync::mpsc::unbounded_channel();
+        // The writer stops at the first failure (the kill ends every session) and
+        // returns it, so that a failure before the kill can be told apart.
         let acker = tokio::spawn(async move {
             while let Some((batch, ticket)) = ticket_rx.recv().await {
                 let ticket: s2_sdk::append_session::BatchSubmitTicket = ticket;
                 match ticket.await {
                     Ok(ack) => acks.lock().expect("acks lock").push((batch, ack)),
-                    Err(_) => break,
+                    Err(e) => return Some(format!("ack of batch {batch}: {e}")),
                 }
             }
+            None
         });
+        let mut failure = None;
         for (batch, planned) in plan.iter().enumerate().skip(first) {
             match tokio::time::timeout(Duration::from_secs(15), session.submit(to_input(planned)))
                 .await
@@ -240,12 +244,20 @@ fn spawn_session_writer(
                         break;
                     }
                 }
-                _ => break,
+                Ok(Err(e)) => {
+                    failure = Some(format!("submit of batch {batch}: {e}"));
+                    break;
+                }
+                Err(_) => {
+                    failure = Some(format!("submit of batch {batch} timed out"));
+                    break;
+                }
             }
         }
         drop(ticket_tx);
-        acker.await.expect("acker task");
+        let ack_failure = acker.await.expect("acker task");
         drop(session);
+        ack_failure.or(failure)
     })
 }
 
@@ -404,7 +416,7 @@ async fn kill_cycles(start: impl Fn(&str) -> Server) {
             break;
         }
         let cycle_acks: Vec<SharedAcks> = (0..CYCLE_STREAMS).map(|_| Arc::default()).collect();
-        let writers: Vec<_> = names
+        let mut writers: Vec<_> = names
             .iter()
             .enumerate()
             .map(|(i, name)| {
@@ -426,9 +438,18 @@ async fn kill_cycles(start: impl Fn(&str) -> Server) {
             .iter()
             .any(|a| a.lock().expect("acks lock").is_empty())
         {
+            if let Some(i) = writers.iter().position(|w| w.is_finished()) {
+                let stopped = writers.swap_remove(i).await.expect("writer task");
+                panic!(
+                    "cycle {cycle}: writer {i} stopped before its first ack: {stopped:?}; \
+                     stderr:\n{}",
+                    server.stderr_text()
+                );
+            }
             assert!(
                 Instant::now() < deadline,
-                "cycle {cycle}: writers not acknowledged"
+                "cycle {cycle}: writers not acknowledged; stderr:\n{}",
+                server.stderr_text()
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

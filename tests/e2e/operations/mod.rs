@@ -5,3 +5,4 @@ mod deploy;
 mod drain;
 mod metrics;
 mod startup;
+mod usage;
