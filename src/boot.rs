@@ -184,6 +184,7 @@ fn reserve_port(requested: SocketAddr) -> anyhow::Result<(SocketAddr, Option<soc
         socket2::Type::STREAM,
         Some(socket2::Protocol::TCP),
     )?;
+    socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     socket.bind(&requested.into())?;
     let bound = socket

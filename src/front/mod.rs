@@ -37,6 +37,8 @@ const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Open connections per shard; past it new connections are closed at once.
 pub const CONNECTIONS_PER_SHARD_MAX: usize = 16_384;
+/// Pending connections each shard's listening socket queues.
+const LISTEN_BACKLOG: i32 = 1024;
 /// Request header bytes (HTTP/1.1 read buffer, HTTP/2 header list) before 431.
 pub const HEADER_BYTES_MAX: usize = 64 * 1024;
 /// Request headers per HTTP/1.1 request before 431.
@@ -75,7 +77,7 @@ pub async fn run(
     ready: crossbeam_channel::Sender<std::io::Result<()>>,
     mut phase: watch::Receiver<Phase>,
 ) {
-    let listener = match TcpListener::bind(config.addr) {
+    let listener = match listen(config.addr) {
         Ok(l) => {
             let _ = ready.send(Ok(()));
             l
@@ -146,6 +148,24 @@ pub async fn run(
     if let Err(e) = shard.flush_usage().await {
         warn!(shard = shard.id(), error = %e, "writing usage counts at shutdown failed");
     }
+}
+
+/// A listening socket on the shared port. SO_REUSEPORT lets every shard listen on it;
+/// SO_REUSEADDR lets this or another server bind the port again while connections it
+/// closed are still in TIME_WAIT.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    // SAFETY: the descriptor is a listening TCP socket whose ownership moves here.
+    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }
 
 struct OpenGuard(Rc<Cell<usize>>);

@@ -181,3 +181,22 @@ fn the_grace_period_fails_health_and_still_serves() {
     let status = server.wait_exit(Duration::from_secs(6));
     assert_eq!(status.code(), Some(0), "exit status {status}");
 }
+
+/// Connections Sluice closes sit in TIME_WAIT on its port after it stops; with SO_REUSEADDR
+/// on its listeners (as on the new one: Rust's std sets it) the port can be bound at once.
+#[test]
+fn the_port_can_be_bound_again_right_after_a_stop() {
+    let mut server = Server::start(&["--shards", "2"]);
+    let port = server.port();
+    // `Connection: close` on every request: the server closes first, so the TIME_WAIT
+    // entries are on its side of each connection.
+    for _ in 0..20 {
+        get(port, "/v1/basins").expect_status(200);
+    }
+    assert_eq!(server.terminate(Duration::from_secs(30)).code(), Some(0));
+    let rebound = std::net::TcpListener::bind(("127.0.0.1", port));
+    assert!(
+        rebound.is_ok(),
+        "port {port} cannot be bound again: {rebound:?}"
+    );
+}
