@@ -22,7 +22,7 @@ use tokio_util::compat::FuturesAsyncReadCompatExt;
 use tracing::{debug, info, warn};
 
 use crate::api::{self, ApiContext};
-use io::{Guarded, LocalExec, SidecarTimer};
+use io::{Guarded, HeadErrorBody, LocalExec, SidecarTimer};
 
 /// A client must finish sending request headers within this long (slowloris bound), and a
 /// new connection must produce its first request within it.
@@ -205,7 +205,7 @@ async fn serve_connection(
     let seen: io::FirstRequestSeen = Rc::new(Cell::new(false));
     match &config.tls {
         None => {
-            let io = Guarded::new(stream, HEADER_READ_TIMEOUT, seen.clone());
+            let io = HeadErrorBody::new(Guarded::new(stream, HEADER_READ_TIMEOUT, seen.clone()));
             serve_http(io, shard, config.clone(), &builder, phase, seen).await
         }
         Some(tls) => {
@@ -220,14 +220,15 @@ async fn serve_connection(
                 }
                 Either::Right(_) => return,
             };
-            let io = Guarded::new(tls_stream, HEADER_READ_TIMEOUT, seen.clone());
+            let io =
+                HeadErrorBody::new(Guarded::new(tls_stream, HEADER_READ_TIMEOUT, seen.clone()));
             serve_http(io, shard, config.clone(), &builder, phase, seen).await
         }
     }
 }
 
 async fn serve_http<S>(
-    io: Guarded<S>,
+    io: HeadErrorBody<Guarded<S>>,
     shard: Rc<Shard>,
     config: Arc<FrontConfig>,
     builder: &auto::Builder<LocalExec>,

@@ -622,6 +622,7 @@ pub fn code_status(code: &str) -> Option<u16> {
         "basin_not_found" => 404,
         "client_hangup" => 499,
         "decryption_failed" => 400,
+        "header_fields_too_large" => 431,
         "hot_server" => 502,
         "invalid" => 422,
         "not_implemented" => 501,
