@@ -59,7 +59,7 @@ async fn loaded(shard: &Rc<Shard>) -> usize {
 async fn next_bodies(session: &mut ReadSession, n: usize) -> Vec<String> {
     let mut out = Vec::new();
     while out.len() < n {
-        let item = glommio::timer::timeout(WAIT, async { Ok(session.0.next().await) })
+        let item = glommio::timer::timeout(WAIT, async { Ok(session.items.next().await) })
             .await
             .unwrap_or_else(|_| panic!("no record within {WAIT:?} after {out:?}"));
         match item {

@@ -348,7 +348,7 @@ async fn read_result(shard: &Rc<Shard>) -> Result<Vec<SequencedRecord>, EngineEr
         .read(basin(), stream(0), request, AutoCreate::No)
         .await?;
     let mut out = Vec::new();
-    while let Some(item) = session.0.next().await {
+    while let Some(item) = session.items.next().await {
         match item {
             ReadItem::Batch(b) => out.extend(b.records),
             ReadItem::Heartbeat(_) => {}

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use futures::channel::mpsc;
+use futures::channel::{mpsc, oneshot};
 use futures::{FutureExt, SinkExt, StreamExt};
 
 use super::{stream_key, AutoCreate, Streamer, FOLLOWER_BUFFER_BATCHES};
@@ -87,8 +87,13 @@ pub enum ReadItem {
     Error(EngineError),
 }
 
-/// The receiving end of a session; it ends when the session does.
-pub struct ReadSession(pub mpsc::Receiver<ReadItem>);
+/// The receiving end of a session; it ends when the session does. Dropping it ends the
+/// session on the owner at once, even while it waits for live records.
+pub struct ReadSession {
+    pub items: mpsc::Receiver<ReadItem>,
+    /// Dropped with the session, which is what tells the owner.
+    _alive: oneshot::Sender<()>,
+}
 
 impl Shard {
     /// Open a read: resolve the start against the durable tail (errors such as 416 come
@@ -111,8 +116,12 @@ impl Shard {
             let cipher = streamer.borrow().meta.cipher;
             let key = stream_key(cipher, request.key.as_ref())?;
             let (tx, rx) = mpsc::channel(SESSION_BUFFER_ITEMS);
+            let (alive, gone) = oneshot::channel();
             if request.limits.exhausted() {
-                return Ok(ReadSession(rx));
+                return Ok(ReadSession {
+                    items: rx,
+                    _alive: alive,
+                });
             }
             let start = shard
                 .resolve_start(&streamer, &request, key.as_ref())
@@ -127,9 +136,13 @@ impl Shard {
                 wait: request.wait,
                 key,
                 tx,
+                gone,
             };
             glommio::spawn_local(session.run()).detach();
-            Ok(ReadSession(rx))
+            Ok(ReadSession {
+                items: rx,
+                _alive: alive,
+            })
         })
         .await
     }
@@ -221,6 +234,8 @@ struct Session {
     wait: Option<Duration>,
     key: Option<(Cipher, EncryptionKey)>,
     tx: mpsc::Sender<ReadItem>,
+    /// Completes when the reader drops its end.
+    gone: oneshot::Receiver<()>,
 }
 
 /// Whether the session goes on after delivering something.
@@ -432,6 +447,7 @@ impl Session {
                     None => return Ok(Flow::Continue),
                 },
                 () = expiry => return Ok(Flow::Done),
+                _ = (&mut self.gone).fuse() => return Ok(Flow::Done),
                 () = heartbeat => {
                     let tail = self.streamer.borrow().durable_tail();
                     if self.tx.send(ReadItem::Heartbeat(tail)).await.is_err() {

@@ -130,7 +130,7 @@ pub async fn read_from(
         Err(e) => panic!("read failed: {e}"),
     };
     let mut out = Vec::new();
-    while let Some(item) = session.0.next().await {
+    while let Some(item) = session.items.next().await {
         match item {
             ReadItem::Batch(b) => out.extend(b.records),
             ReadItem::Heartbeat(_) => {}

@@ -164,7 +164,7 @@ async fn unary(
     request_headers: &HeaderMap,
 ) -> ApiResult<Response<Body>> {
     let mut batch = ReadBatch::default();
-    while let Some(item) = session.0.next().await {
+    while let Some(item) = session.items.next().await {
         match item {
             ReadItem::Batch(b) => {
                 let live = b.tail.is_some();
@@ -203,7 +203,7 @@ async fn unary(
 /// The session's first item, so that an error it starts with (a wrong key on the first
 /// record, say) is a plain HTTP error rather than an event inside a 200 response.
 async fn first_item(session: &mut ReadSession) -> ApiResult<Option<ReadItem>> {
-    match session.0.next().await {
+    match session.items.next().await {
         Some(ReadItem::Error(e)) => Err(e.into()),
         other => Ok(other),
     }
@@ -307,7 +307,7 @@ async fn next_or_drained(
     session: &mut ReadSession,
     drained: &mut Pin<Box<impl Future<Output = ()>>>,
 ) -> Option<ReadItem> {
-    match select(session.0.next(), drained.as_mut()).await {
+    match select(session.items.next(), drained.as_mut()).await {
         Either::Left((item, _)) => item,
         Either::Right(((), _)) => Some(ReadItem::Error(EngineError::Draining)),
     }

@@ -689,3 +689,38 @@ async fn acknowledged_appends_are_visible_at_once() {
         assert_eq!(records[0]["body"], body.as_str());
     }
 }
+
+/// `sluice_followers`, summed over shards: read sessions waiting for live records.
+fn followers(port: u16) -> u64 {
+    crate::harness::get(port, "/metrics")
+        .text()
+        .lines()
+        .filter(|line| line.starts_with("sluice_followers{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_long_poll_stops_on_the_owner_once_its_client_goes_away() {
+    let server = super::start();
+    let port = server.port();
+    let basin = super::basin_with_stream(port, "dp-long-poll", "quiet");
+    let mut socket = crate::harness::connect(port);
+    let request = format!(
+        "GET /v1/streams/quiet/records?seq_num=0&wait=60 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+         S2-Basin: {basin}\r\n\r\n"
+    );
+    std::io::Write::write_all(&mut socket, request.as_bytes()).expect("send the read");
+    let waiting = Instant::now() + Duration::from_secs(10);
+    while followers(port) == 0 {
+        assert!(Instant::now() < waiting, "the long poll never followed the stream");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(socket);
+    // Well inside the 5–10 s between heartbeats, which were once its only way to notice.
+    let gone = Instant::now() + Duration::from_secs(3);
+    while followers(port) > 0 {
+        assert!(Instant::now() < gone, "the session outlived its client");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
