@@ -154,10 +154,21 @@ impl Shard {
             return Ok(false);
         }
         let _guard = self.basin_locks.lock(basin.clone()).await;
-        let mut batch = WriteBatch::new();
-        batch.delete(keys::basin_meta(basin));
-        batch.delete(keys::basin_deletion(basin));
-        self.storage.write(batch).await?;
+        // Removed only if still empty at commit: a stream created on its own owner since
+        // the scan (decision 0001) makes this fail, and a later tick deletes that stream.
+        let txn = self.storage.serializable()?;
+        let namespace = keys::streams_namespace(basin);
+        if !txn
+            .is_empty(namespace.clone()..keys::namespace_end(&namespace))
+            .await?
+        {
+            return Ok(false);
+        }
+        txn.delete(keys::basin_meta(basin))?;
+        txn.delete(keys::basin_deletion(basin))?;
+        if !txn.commit().await? {
+            return Ok(false);
+        }
         self.metrics().job_done(Job::BasinDeletion);
         info!(%basin, "basin removed");
         Ok(true)

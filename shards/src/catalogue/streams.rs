@@ -3,12 +3,14 @@
 
 use std::rc::Rc;
 
+use bytes::Bytes;
+
 use slatedb::WriteBatch;
 
 use super::basins::corrupt_key;
 use super::{
-    decode, deletion, encode, Creation, ListRequest, Page, Provision, RequestToken, StreamId,
-    StreamInfo, StreamMeta,
+    decode, deletion, encode, BasinMeta, Creation, ListRequest, Page, Provision, RequestToken,
+    StreamId, StreamInfo, StreamMeta,
 };
 use crate::config::{BasinConfig, StreamConfig, StreamConfigSpec, StreamReconfiguration};
 use crate::error::{EngineError, Result};
@@ -16,6 +18,9 @@ use crate::names::{BasinName, StreamFilter, StreamName};
 use crate::shard::Shard;
 use crate::storage::keys::{self, NameRange};
 use crate::streamer::AutoCreate;
+
+/// Tries to create a stream while concurrent basin writes keep conflicting with it.
+const CREATE_ATTEMPTS: usize = 8;
 
 impl StreamMeta {
     fn info(&self, name: StreamName) -> StreamInfo {
@@ -62,7 +67,20 @@ impl Shard {
         meta: &StreamMeta,
     ) -> Result<()> {
         let mut batch = WriteBatch::new();
-        batch.put(keys::stream_meta(basin, stream), encode(meta));
+        for (key, value) in self.stream_meta_writes(basin, stream, meta) {
+            batch.put(key, value);
+        }
+        self.storage.write(batch).await?;
+        Ok(())
+    }
+
+    fn stream_meta_writes(
+        &self,
+        basin: &BasinName,
+        stream: &StreamName,
+        meta: &StreamMeta,
+    ) -> Vec<(Bytes, Bytes)> {
+        let mut writes = vec![(keys::stream_meta(basin, stream), encode(meta))];
         // Any config written with delete-on-empty on (re)schedules its check.
         let min_age = meta.config.delete_on_empty_min_age_secs;
         if min_age > 0 && meta.deleted_at.is_none() {
@@ -70,10 +88,9 @@ impl Shard {
                 .clock
                 .now_millis()
                 .saturating_add(min_age.saturating_mul(1000));
-            batch.put(keys::doe_deadline(at, basin, stream), b"");
+            writes.push((keys::doe_deadline(at, basin, stream), Bytes::new()));
         }
-        self.storage.write(batch).await?;
-        Ok(())
+        writes
     }
 
     /// Write the metadata of a new incarnation of a stream: a fresh id, the basin's cipher.
@@ -93,8 +110,30 @@ impl Shard {
             deleted_at: None,
             creation,
         };
-        self.put_stream_meta(basin, stream, &meta).await?;
-        Ok(meta)
+        // The basin is read again in the transaction that writes the stream: if its removal
+        // commits first (it runs on the basin's owner, maybe another shard), this fails and
+        // the basin's state is the answer; if this commits first, the removal sees the
+        // stream and waits for it (decision 0001).
+        for _ in 0..CREATE_ATTEMPTS {
+            let txn = self.storage.serializable()?;
+            let key = keys::basin_meta(basin);
+            let basin_meta: BasinMeta = match txn.get(key.clone()).await? {
+                Some(value) => decode(&key, &value)?,
+                None => return Err(EngineError::BasinNotFound(basin.clone())),
+            };
+            if basin_meta.deleted_at.is_some() {
+                return Err(EngineError::BasinDeletionPending(basin.clone()));
+            }
+            for (key, value) in self.stream_meta_writes(basin, stream, &meta) {
+                txn.put(key, value)?;
+            }
+            if txn.commit().await? {
+                return Ok(meta);
+            }
+        }
+        Err(EngineError::Unavailable(
+            "the basin kept changing while the stream was created",
+        ))
     }
 
     pub async fn list_streams(

@@ -77,6 +77,11 @@ fn basin_stream(kind: KeyKind, basin: &BasinName, stream: &[u8]) -> Bytes {
 }
 
 /// The first key after `key` in byte order: where the next page of a scan starts.
+/// The end of the range of keys that start with `namespace`.
+pub fn namespace_end(namespace: &[u8]) -> Bytes {
+    prefix_end(namespace, b"")
+}
+
 pub fn successor(key: &[u8]) -> Bytes {
     let mut next = Vec::with_capacity(key.len() + 1);
     next.extend_from_slice(key);

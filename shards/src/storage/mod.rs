@@ -260,6 +260,64 @@ pub struct Guarded {
     pub deletes: Vec<Bytes>,
 }
 
+/// See [`Storage::serializable`]. Reads run on the sidecar; writes are buffered until
+/// [`Serializable::commit`].
+pub struct Serializable {
+    storage: Storage,
+    txn: Arc<slatedb::DbTransaction>,
+}
+
+impl Serializable {
+    pub async fn get(&self, key: Bytes) -> Result<Option<Bytes>, StorageError> {
+        let txn = self.txn.clone();
+        self.storage
+            .on_sidecar(StorageOp::DbGet, async move { Ok(txn.get(&key).await?) })
+            .await
+    }
+
+    /// Whether `range` holds no key.
+    pub async fn is_empty(&self, range: Range<Bytes>) -> Result<bool, StorageError> {
+        if range.start >= range.end {
+            return Ok(true);
+        }
+        let txn = self.txn.clone();
+        self.storage
+            .on_sidecar(StorageOp::DbScan, async move {
+                Ok(txn.scan(range).await?.next().await?.is_none())
+            })
+            .await
+    }
+
+    pub fn put(&self, key: Bytes, value: Bytes) -> Result<(), StorageError> {
+        Ok(self.txn.put(key, value)?)
+    }
+
+    pub fn delete(&self, key: Bytes) -> Result<(), StorageError> {
+        Ok(self.txn.delete(key)?)
+    }
+
+    /// Commit durably; `false`, with nothing written, if another commit got in first.
+    pub async fn commit(self) -> Result<bool, StorageError> {
+        let Serializable { storage, txn } = self;
+        let flush_wanted = storage.flush_wanted.clone();
+        storage
+            .on_sidecar(StorageOp::DbWrite, async move {
+                let txn = Arc::into_inner(txn).expect("no read of the transaction outlives it");
+                match txn.commit().await {
+                    Ok(Some(handle)) => {
+                        flush_wanted.notify_one();
+                        handle.await_durable().await?;
+                        Ok(true)
+                    }
+                    Ok(None) => Ok(true),
+                    Err(e) if e.kind() == slatedb::ErrorKind::Transaction => Ok(false),
+                    Err(e) => Err(e.into()),
+                }
+            })
+            .await
+    }
+}
+
 /// A cheap, cloneable, `Send` handle on the database, used from shard threads.
 #[derive(Clone)]
 pub struct Storage {
@@ -456,6 +514,19 @@ impl Storage {
                 .collect())
         })
         .await
+    }
+
+    /// A serializable transaction: its commit fails if a key or range it read was written
+    /// by any other commit (transaction or plain batch) since it began. What two owners
+    /// must decide together (a stream's creation and its basin's removal) goes through one.
+    pub fn serializable(&self) -> Result<Serializable, StorageError> {
+        let txn = self
+            .db
+            .begin(slatedb::IsolationLevel::SerializableSnapshot)?;
+        Ok(Serializable {
+            storage: self.clone(),
+            txn: Arc::new(txn),
+        })
     }
 
     /// In one durable transaction: for each guard whose key still holds its expected value,

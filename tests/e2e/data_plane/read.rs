@@ -713,7 +713,10 @@ fn a_long_poll_stops_on_the_owner_once_its_client_goes_away() {
     std::io::Write::write_all(&mut socket, request.as_bytes()).expect("send the read");
     let waiting = Instant::now() + Duration::from_secs(10);
     while followers(port) == 0 {
-        assert!(Instant::now() < waiting, "the long poll never followed the stream");
+        assert!(
+            Instant::now() < waiting,
+            "the long poll never followed the stream"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     drop(socket);
