@@ -302,7 +302,11 @@ impl Serializable {
         let flush_wanted = storage.flush_wanted.clone();
         storage
             .on_sidecar(StorageOp::DbWrite, async move {
-                let txn = Arc::into_inner(txn).expect("no read of the transaction outlives it");
+                // Reads borrow the transaction, so none is running; were one still on the
+                // sidecar, nothing is written and the caller tries again, as on a conflict.
+                let Some(txn) = Arc::into_inner(txn) else {
+                    return Ok(false);
+                };
                 match txn.commit().await {
                     Ok(Some(handle)) => {
                         flush_wanted.notify_one();
