@@ -13,7 +13,7 @@ use crate::config::{BasinConfig, BasinReconfiguration};
 use crate::error::{EngineError, Result};
 use crate::names::{BasinFilter, BasinName};
 use crate::shard::Shard;
-use crate::storage::keys::{self, NameRange};
+use crate::storage::keys;
 
 impl BasinMeta {
     fn info(&self, name: BasinName) -> BasinInfo {
@@ -54,19 +54,13 @@ impl Shard {
 
     pub async fn list_basins(&self, req: ListRequest<BasinFilter>) -> Result<Page<BasinInfo>> {
         let namespace = keys::basins_namespace();
-        let Some(range) = NameRange::new(
-            &namespace,
-            req.prefix.as_str().as_bytes(),
-            req.start_after.as_str().as_bytes(),
-        ) else {
-            return Ok(Page {
-                items: Vec::new(),
-                has_more: false,
-            });
-        };
         let rows = self
-            .storage
-            .scan(range.start..range.end, req.limit + 1)
+            .scan_listing(
+                &namespace,
+                req.prefix.as_str().as_bytes(),
+                req.start_after.as_str().as_bytes(),
+                req.limit,
+            )
             .await?;
         let has_more = rows.len() > req.limit;
         let mut items = Vec::with_capacity(rows.len().min(req.limit));

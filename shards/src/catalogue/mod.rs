@@ -126,6 +126,24 @@ pub struct Page<T> {
     pub has_more: bool,
 }
 
+impl crate::shard::Shard {
+    /// One page of a name listing under `namespace`, plus one row if more follow: up to
+    /// `limit + 1` key-value pairs in name order.
+    pub(crate) async fn scan_listing(
+        &self,
+        namespace: &[u8],
+        prefix: &[u8],
+        start_after: &[u8],
+        limit: usize,
+    ) -> crate::error::Result<Vec<(Bytes, Bytes)>> {
+        let Some(range) = crate::storage::keys::NameRange::new(namespace, prefix, start_after)
+        else {
+            return Ok(Vec::new());
+        };
+        Ok(self.storage.scan(range.start..range.end, limit + 1).await?)
+    }
+}
+
 impl<T> Default for Page<T> {
     fn default() -> Self {
         Page {

@@ -16,7 +16,7 @@ use crate::config::{BasinConfig, StreamConfig, StreamConfigSpec, StreamReconfigu
 use crate::error::{EngineError, Result};
 use crate::names::{BasinName, StreamFilter, StreamName};
 use crate::shard::Shard;
-use crate::storage::keys::{self, NameRange};
+use crate::storage::keys;
 use crate::streamer::AutoCreate;
 
 /// Tries to create a stream while concurrent basin writes keep conflicting with it.
@@ -153,19 +153,13 @@ impl Shard {
         req: &ListRequest<StreamFilter>,
     ) -> Result<Page<StreamInfo>> {
         let namespace = keys::streams_namespace(basin);
-        let Some(range) = NameRange::new(
-            &namespace,
-            req.prefix.as_str().as_bytes(),
-            req.start_after.as_str().as_bytes(),
-        ) else {
-            return Ok(Page {
-                items: Vec::new(),
-                has_more: false,
-            });
-        };
         let rows = self
-            .storage
-            .scan(range.start..range.end, req.limit + 1)
+            .scan_listing(
+                &namespace,
+                req.prefix.as_str().as_bytes(),
+                req.start_after.as_str().as_bytes(),
+                req.limit,
+            )
             .await?;
         let has_more = rows.len() > req.limit;
         let mut items = Vec::with_capacity(rows.len().min(req.limit));

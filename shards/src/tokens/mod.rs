@@ -219,19 +219,13 @@ impl Shard {
     /// Tokens by id, the root token among them.
     pub async fn list_tokens(&self, req: ListRequest<String>) -> Result<Page<TokenInfo>> {
         let namespace = keys::tokens_namespace();
-        let Some(range) = keys::NameRange::new(
-            &namespace,
-            req.prefix.as_bytes(),
-            req.start_after.as_bytes(),
-        ) else {
-            return Ok(Page {
-                items: Vec::new(),
-                has_more: false,
-            });
-        };
         let rows = self
-            .storage
-            .scan(range.start..range.end, req.limit + 1)
+            .scan_listing(
+                &namespace,
+                req.prefix.as_bytes(),
+                req.start_after.as_bytes(),
+                req.limit,
+            )
             .await?;
         let mut items = Vec::with_capacity(rows.len() + 1);
         for (key, value) in rows {

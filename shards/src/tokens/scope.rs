@@ -6,8 +6,23 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// Every operation a token can be granted. Persisted by name: never rename.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::EnumIter,
+    strum::IntoStaticStr,
+    strum::EnumString,
+)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum Operation {
     ListBasins,
     CreateBasin,
@@ -43,35 +58,10 @@ pub enum OpGroup {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 24] = {
-        use Operation::*;
-        [
-            ListBasins,
-            CreateBasin,
-            DeleteBasin,
-            ReconfigureBasin,
-            GetBasinConfig,
-            IssueAccessToken,
-            RevokeAccessToken,
-            ListAccessTokens,
-            ListStreams,
-            CreateStream,
-            DeleteStream,
-            GetStreamConfig,
-            ReconfigureStream,
-            CheckTail,
-            Append,
-            Read,
-            Trim,
-            Fence,
-            AccountMetrics,
-            BasinMetrics,
-            StreamMetrics,
-            ListLocations,
-            GetDefaultLocation,
-            SetDefaultLocation,
-        ]
-    };
+    /// Every operation.
+    pub fn all() -> impl Iterator<Item = Operation> {
+        <Operation as strum::IntoEnumIterator>::iter()
+    }
 
     /// The group the operation belongs to, and whether it writes.
     pub fn group(self) -> (OpGroup, bool) {
@@ -89,34 +79,9 @@ impl Operation {
         }
     }
 
+    /// The operation's name, as in the API's JSON.
     pub fn as_str(self) -> &'static str {
-        use Operation::*;
-        match self {
-            ListBasins => "list-basins",
-            CreateBasin => "create-basin",
-            DeleteBasin => "delete-basin",
-            ReconfigureBasin => "reconfigure-basin",
-            GetBasinConfig => "get-basin-config",
-            IssueAccessToken => "issue-access-token",
-            RevokeAccessToken => "revoke-access-token",
-            ListAccessTokens => "list-access-tokens",
-            ListStreams => "list-streams",
-            CreateStream => "create-stream",
-            DeleteStream => "delete-stream",
-            GetStreamConfig => "get-stream-config",
-            ReconfigureStream => "reconfigure-stream",
-            CheckTail => "check-tail",
-            Append => "append",
-            Read => "read",
-            Trim => "trim",
-            Fence => "fence",
-            AccountMetrics => "account-metrics",
-            BasinMetrics => "basin-metrics",
-            StreamMetrics => "stream-metrics",
-            ListLocations => "list-locations",
-            GetDefaultLocation => "get-default-location",
-            SetDefaultLocation => "set-default-location",
-        }
+        self.into()
     }
 }
 
@@ -245,15 +210,13 @@ impl Scope {
     }
 
     pub fn permits_nothing(&self) -> bool {
-        !Operation::ALL.iter().any(|op| self.permits(*op))
+        !Operation::all().any(|op| self.permits(op))
     }
 
     /// Whether a token with this scope may hand out `other`: nothing it could do that
     /// this scope cannot.
     pub fn covers(&self, other: &Scope) -> bool {
-        Operation::ALL
-            .iter()
-            .all(|op| !other.permits(*op) || self.permits(*op))
+        Operation::all().all(|op| !other.permits(op) || self.permits(op))
             && set_covers(&self.basins, &other.basins)
             && set_covers(&self.streams, &other.streams)
             && set_covers(&self.access_tokens, &other.access_tokens)
@@ -279,6 +242,15 @@ fn resource_set<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ResourceSet>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn operation_names_are_their_json_names() {
+        for op in Operation::all() {
+            assert_eq!(serde_json::to_value(op).unwrap(), op.as_str());
+            assert_eq!(op.as_str().parse::<Operation>(), Ok(op));
+        }
+        assert_eq!(Operation::all().count(), 24);
+    }
 
     fn prefix(p: &str) -> Option<ResourceSet> {
         Some(ResourceSet::Prefix(p.to_owned()))
