@@ -105,9 +105,17 @@ impl Shard {
         let mut planned_bytes = 0usize;
         let mut planned_records = 0usize;
         let mut next = end;
+        let mut previous_end = 0;
         for (row_key, value) in rows {
             let entry =
                 BatchEntry::decode(&value).ok_or_else(|| corrupt(&row_key, "bad index entry"))?;
+            // Paired with the writer's check that a run is indexed right after what is
+            // durable; expired runs may leave gaps, never overlaps.
+            debug_assert!(
+                entry.first_seq_num >= previous_end,
+                "index entries of a stream never overlap"
+            );
+            previous_end = entry.end_seq_num();
             if entry.first_seq_num >= end {
                 break;
             }

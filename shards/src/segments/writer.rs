@@ -442,9 +442,21 @@ impl Committer {
             batch.put(keys::segment(id.0), record.encode());
         }
         let mut runs = Vec::with_capacity(live.len());
+        // Paired with the reader's check that a stream's index entries never overlap.
+        let mut next_seq_num: HashMap<u128, u64> = HashMap::new();
         for (run, entry) in live {
             let id = run.stream_id;
             let last = entry.last_seq_num();
+            if cfg!(debug_assertions) {
+                let expected = *next_seq_num
+                    .entry(id)
+                    .or_insert_with(|| run.streamer.borrow().durable_tail().seq_num);
+                debug_assert_eq!(
+                    run.first_seq_num, expected,
+                    "a run is indexed right after what is durable"
+                );
+                next_seq_num.insert(id, entry.end_seq_num());
+            }
             // The reference holds the index entry's value (`segments::index`).
             let value = entry.encode();
             batch.put(keys::batch_index(id, last), value.clone());

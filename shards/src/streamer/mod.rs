@@ -12,10 +12,10 @@
 //! gap, no duplicate, nothing acknowledged or shown to a reader that is not durable.
 
 pub mod codec;
+mod pipeline;
 mod read;
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -28,7 +28,7 @@ use crate::catalogue::StreamMeta;
 use crate::clock::Clock;
 use crate::config::{Cipher, RetentionPolicy, TimestampingMode};
 use crate::crypto::{EncryptionKey, KeyMaterial, AES_GCM_SEQ_NUM_MAX};
-use crate::error::{ConditionFailed, EngineError, Result};
+use crate::error::{EngineError, Result};
 use crate::names::{BasinName, StreamName};
 use crate::records::{AppendAck, AppendBatch, Command, Position, ReadBatch, SequencedRecord};
 use crate::segments::format::ChunkWriter;
@@ -36,6 +36,7 @@ use crate::segments::writer::{Part, SegmentWriter};
 use crate::shard::Shard;
 use crate::storage::keys;
 use codec::StreamState;
+use pipeline::{Pipeline, Released};
 
 pub(crate) type StreamKey = (BasinName, StreamName);
 
@@ -63,39 +64,18 @@ impl PendingAck {
     }
 }
 
-enum Work {
-    Append {
-        records: Vec<SequencedRecord>,
-        start: Position,
-        after: StreamState,
-        reply: oneshot::Sender<Result<AppendAck>>,
-        _permit: Option<StaticPermit>,
-    },
-    Reject {
-        error: EngineError,
-        reply: oneshot::Sender<Result<AppendAck>>,
-    },
-}
-
-struct Inflight {
-    ticket: u64,
-    /// `None` while the write is pending.
-    outcome: Option<Result<()>>,
-    work: Work,
+/// What an append in the pipeline waits with: whom to answer, and what its followers get.
+struct Waiter {
+    reply: oneshot::Sender<Result<AppendAck>>,
+    records: Vec<SequencedRecord>,
+    _permit: Option<StaticPermit>,
 }
 
 pub(crate) struct Streamer {
     pub(crate) names: StreamKey,
     pub(crate) meta: StreamMeta,
-    /// Includes appends in flight: what the next append is checked and sequenced against.
-    assigned: StreamState,
-    /// What is durable and acknowledged: what readers and check-tail see.
-    durable: StreamState,
-    inflight: VecDeque<Inflight>,
-    next_ticket: u64,
-    /// Bumped whenever in-flight appends fail and sequencing restarts from the durable
-    /// state: the writer indexes only runs of the current generation.
-    generation: u64,
+    /// Sequencing and release; its durable state is what readers and check-tail see.
+    pipeline: Pipeline<Waiter>,
     followers: Vec<mpsc::Sender<ReadBatch>>,
     writer: Rc<SegmentWriter>,
     clock: Clock,
@@ -115,11 +95,7 @@ impl Streamer {
         Streamer {
             names,
             meta,
-            assigned: state.clone(),
-            durable: state,
-            inflight: VecDeque::new(),
-            next_ticket: 0,
-            generation: 0,
+            pipeline: Pipeline::new(state),
             followers: Vec::new(),
             writer,
             clock,
@@ -135,23 +111,23 @@ impl Streamer {
 
     /// Whether this streamer holds nothing that storage does not.
     fn is_idle(&self) -> bool {
-        self.inflight.is_empty() && self.follower_count() == 0 && !self.trim_advanced
+        self.pipeline.is_empty() && self.follower_count() == 0 && !self.trim_advanced
     }
 
     pub(crate) fn durable_tail(&self) -> Position {
-        self.durable.tail
+        self.pipeline.durable().tail
     }
 
     pub(crate) fn durable_trim_point(&self) -> u64 {
-        self.durable.trim_point
+        self.pipeline.durable().trim_point
     }
 
     pub(crate) fn durable_state(&self) -> &StreamState {
-        &self.durable
+        self.pipeline.durable()
     }
 
     pub(crate) fn generation(&self) -> u64 {
-        self.generation
+        self.pipeline.generation()
     }
 
     pub(crate) fn is_deleted(&self) -> bool {
@@ -167,21 +143,13 @@ impl Streamer {
     }
 
     fn reject(&mut self, error: EngineError, reply: oneshot::Sender<Result<AppendAck>>) {
-        // Queued behind earlier appends: a rejection that depends on them is not shown
-        // before they are durable.
-        let ticket = self.take_ticket();
-        self.inflight.push_back(Inflight {
-            ticket,
-            outcome: Some(Err(error.clone())),
-            work: Work::Reject { error, reply },
-        });
-        self.release();
-    }
-
-    fn take_ticket(&mut self) -> u64 {
-        let t = self.next_ticket;
-        self.next_ticket += 1;
-        t
+        let waiter = Waiter {
+            reply,
+            records: Vec::new(),
+            _permit: None,
+        };
+        let released = self.pipeline.reject(error, waiter);
+        self.deliver(released);
     }
 
     /// Check and sequence `batch`, queue its write, and return its pending ack.
@@ -204,7 +172,7 @@ impl Streamer {
         if let Some((Cipher::Aes256Gcm, _)) = &key {
             // Each sealed record's position is part of what AES-GCM authenticates; the
             // format allows 32-bit positions.
-            let first = s.assigned.tail.seq_num;
+            let first = s.pipeline.assigned().tail.seq_num;
             for (i, record) in batch.records().iter().enumerate() {
                 let seq_num = first.saturating_add(i as u64);
                 if record.command().is_none() && seq_num > AES_GCM_SEQ_NUM_MAX {
@@ -215,31 +183,15 @@ impl Streamer {
             }
         }
         let (reply, ack) = oneshot::channel();
-        if let Some(token) = &batch.fencing_token {
-            if *token != s.assigned.fencing_token {
-                let current = s.assigned.fencing_token.clone();
-                s.reject(
-                    EngineError::ConditionFailed(ConditionFailed::FencingTokenMismatch(current)),
-                    reply,
-                );
-                return Ok(PendingAck {
-                    ack,
-                    rejected: true,
-                });
-            }
-        }
-        if let Some(expected) = batch.match_seq_num {
-            if expected != s.assigned.tail.seq_num {
-                let next = s.assigned.tail.seq_num;
-                s.reject(
-                    EngineError::ConditionFailed(ConditionFailed::SeqNumMismatch(next)),
-                    reply,
-                );
-                return Ok(PendingAck {
-                    ack,
-                    rejected: true,
-                });
-            }
+        if let Err(condition) = s
+            .pipeline
+            .check(batch.fencing_token.as_ref(), batch.match_seq_num)
+        {
+            s.reject(EngineError::ConditionFailed(condition), reply);
+            return Ok(PendingAck {
+                ack,
+                rejected: true,
+            });
         }
         let config = &s.meta.config;
         let mode = config.timestamping_mode;
@@ -267,12 +219,12 @@ impl Streamer {
             },
             None => codec::Sealing::Plain,
         };
-        let first = s.assigned.tail.seq_num;
+        let first = s.pipeline.assigned().tail.seq_num;
         first
             .checked_add(batch.len() as u64)
             .ok_or_else(|| EngineError::Invalid("sequence numbers exhausted".to_owned()))?;
 
-        let mut after = s.assigned.clone();
+        let mut after = s.pipeline.assigned().clone();
         let mut running_max = after.tail.timestamp;
         let inline: usize = batch
             .records()
@@ -332,7 +284,7 @@ impl Streamer {
         };
         after.last_write_ms = arrival;
         let mut markers = Vec::new();
-        if after.trim_point > s.assigned.trim_point {
+        if after.trim_point > s.pipeline.assigned().trim_point {
             // Removal of the trimmed records is queued durably with the trim itself.
             markers.push(keys::trim_cleanup(&s.names.0, &s.names.1));
             let min_age = s.meta.config.delete_on_empty_min_age_secs;
@@ -345,34 +297,28 @@ impl Streamer {
             seq_num: first,
             timestamp: records[0].timestamp,
         };
-        s.assigned = after.clone();
-        let ticket = s.take_ticket();
+        let state = after.clone();
+        let waiter = Waiter {
+            reply,
+            records,
+            _permit: permit,
+        };
+        let ticket = s.pipeline.sequence(start, after, waiter);
         let part = Part {
             streamer: this.clone(),
             stream_id: id,
-            generation: s.generation,
-            ticket,
+            generation: ticket.generation,
+            ticket: ticket.number,
             first_seq_num: first,
-            record_count: records.len() as u32,
+            record_count: (state.tail.seq_num - first) as u32,
             bytes: chunks.len(),
             metered_bytes,
             chunks: chunks.finish(),
             last_timestamp: running_max,
             expires_at_ms,
-            state: after.clone(),
+            state,
             markers,
         };
-        s.inflight.push_back(Inflight {
-            ticket,
-            outcome: None,
-            work: Work::Append {
-                records,
-                start,
-                after,
-                reply,
-                _permit: permit,
-            },
-        });
         s.writer.append(part);
         Ok(PendingAck {
             ack,
@@ -382,79 +328,36 @@ impl Streamer {
 
     /// Record the outcome of one durable write; `tickets` are its appends', ascending.
     pub(crate) fn complete(&mut self, tickets: &[u64], result: Result<()>) {
-        for entry in self.inflight.iter_mut() {
-            if entry.outcome.is_none() && tickets.binary_search(&entry.ticket).is_ok() {
-                entry.outcome = Some(result.clone());
-            }
-        }
-        self.release();
+        let released = self.pipeline.complete(tickets, result);
+        self.deliver(released);
     }
 
-    /// Release finished entries from the front of the queue, in order.
-    fn release(&mut self) {
-        while self
-            .inflight
-            .front()
-            .is_some_and(|front| front.outcome.is_some())
-        {
-            let Some(entry) = self.inflight.pop_front() else {
-                break;
-            };
-            match (entry.outcome, entry.work) {
-                (_, Work::Reject { error, reply }) => {
-                    let _ = reply.send(Err(error));
-                }
-                (
-                    Some(Ok(())),
-                    Work::Append {
-                        records,
-                        start,
-                        after,
-                        reply,
-                        ..
-                    },
-                ) => {
-                    debug_assert_eq!(start.seq_num, self.durable.tail.seq_num, "acks in order");
-                    if after.trim_point > self.durable.trim_point {
+    /// Answer what the pipeline released, in its order, and feed acked records to the
+    /// followers.
+    fn deliver(&mut self, released: Vec<Released<Waiter>>) {
+        for outcome in released {
+            match outcome {
+                Released::Acked {
+                    ack,
+                    trimmed,
+                    payload,
+                } => {
+                    if trimmed {
                         self.trim_advanced = true;
                     }
-                    self.durable = after;
-                    let tail = self.durable.tail;
-                    let _ = reply.send(Ok(AppendAck {
-                        start,
-                        end: tail,
-                        tail,
-                    }));
+                    let _ = payload.reply.send(Ok(ack));
                     let live = ReadBatch {
-                        records,
-                        tail: Some(tail),
+                        records: payload.records,
+                        tail: Some(ack.tail),
                     };
                     self.followers
                         .retain_mut(|f| f.try_send(live.clone()).is_ok());
                 }
-                (outcome, Work::Append { reply, .. }) => {
-                    let error = match outcome {
-                        Some(Err(e)) => e,
-                        _ => EngineError::Unavailable("append failed"),
-                    };
-                    let _ = reply.send(Err(error.clone()));
-                    self.fail_all(error);
+                Released::Refused { error, payload } => {
+                    let _ = payload.reply.send(Err(error));
                 }
             }
         }
-    }
-
-    /// A write failed: everything after it fails too, and sequencing resumes from the
-    /// durable state.
-    fn fail_all(&mut self, error: EngineError) {
-        for entry in self.inflight.drain(..) {
-            let reply = match entry.work {
-                Work::Append { reply, .. } | Work::Reject { reply, .. } => reply,
-            };
-            let _ = reply.send(Err(error.clone()));
-        }
-        self.generation += 1;
-        self.assigned = self.durable.clone();
     }
 }
 
