@@ -82,3 +82,37 @@ bench-compare-disk: bench-deps bench-s2
 bench-compare-moto: bench-deps bench-s2 $(VENV_READY)
 	./target/release/sluice-bench compare --a "$(SLUICE_BENCH_CMD) --bucket {bucket}" --b "s2 lite --port {port} --bucket {bucket}" --rounds 1 --scenarios sustained-64k-100 --moto $(MOTO)
 	./target/release/sluice-bench compare --a "$(SLUICE_BENCH_CMD) --bucket {bucket} --segment-linger-ms 250" --rounds 1 --scenarios sustained-64k-100 --moto $(MOTO)
+
+# Fuzzing (fuzz/, cargo-fuzz on the nightly toolchain). `make fuzz` runs every target for
+# FUZZ_SECONDS under libFuzzer, with debug assertions, into a scratch corpus under target/
+# that starts from the committed one; `make fuzz-merge` then adds to fuzz/corpus the inputs
+# that reach new code. `make fuzz-seeds` rewrites the seeds. `make test` only replays the
+# committed corpora (fuzz/tests/corpus.rs), on stable.
+.PHONY: fuzz fuzz-deps fuzz-merge fuzz-seeds soak-faults
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS = $(shell sed -n 's/^name = "\([a-z0-9_]*\)"$$/\1/p' fuzz/Cargo.toml | grep -v sluice-fuzz)
+FUZZ_SCRATCH := target/fuzz-corpus
+
+fuzz-deps:
+	command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install --locked cargo-fuzz
+
+fuzz: fuzz-deps
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_SCRATCH)/$$t && \
+	  $(CARGO) +nightly fuzz run --features libfuzzer -a $$t $(FUZZ_SCRATCH)/$$t fuzz/corpus/$$t -- \
+	    -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
+	done
+
+fuzz-merge: fuzz-deps
+	for t in $(FUZZ_TARGETS); do \
+	  $(CARGO) +nightly fuzz run --features libfuzzer -a $$t fuzz/corpus/$$t $(FUZZ_SCRATCH)/$$t -- -merge=1 || exit 1; \
+	done
+
+fuzz-seeds:
+	$(CARGO) run -p sluice-fuzz --example seeds
+
+# The faulty-object-store test of `make test`, for FAULT_SOAK_SECS in cycles of faults
+# (20 s), outage (30 s) and recovery (10 s), printing its figures.
+FAULT_SOAK_SECS ?= 600
+soak-faults: $(VENV_READY)
+	FAULT_SOAK_SECS=$(FAULT_SOAK_SECS) $(CARGO) test --release --test e2e faulty_store -- --nocapture

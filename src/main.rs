@@ -1,13 +1,5 @@
-//! Sluice: a thread-per-core server for the S2 durable streams API.
-
-mod api;
-mod boot;
-mod cli;
-mod front;
-mod init_file;
-mod wire;
-
 use clap::Parser;
+use sluice::{boot, cli};
 use tracing_subscriber::EnvFilter;
 
 #[global_allocator]

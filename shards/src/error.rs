@@ -76,8 +76,29 @@ pub enum StorageError {
     ObjectStore(Arc<object_store::Error>),
     #[error("the storage sidecar has stopped")]
     SidecarGone,
+    /// The object store (or SlateDB waiting on it) did not answer within the bound.
+    #[error("the object store did not answer within {0:?}")]
+    TimedOut(std::time::Duration),
+    /// The object store failed its last health probe, for this reason.
+    #[error("object store unreachable: {0}")]
+    Unreachable(String),
     #[error("corrupt value under key {key:?}: {reason}")]
     Corrupt { key: Vec<u8>, reason: String },
+}
+
+impl StorageError {
+    /// Whether the store is out of reach for now, as opposed to holding bad data: the
+    /// client may retry (503).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StorageError::SidecarGone
+            | StorageError::TimedOut(_)
+            | StorageError::Unreachable(_) => true,
+            StorageError::ObjectStore(e) => !matches!(**e, object_store::Error::NotFound { .. }),
+            StorageError::Db(e) => e.kind() == slatedb::ErrorKind::Unavailable,
+            StorageError::Corrupt { .. } => false,
+        }
+    }
 }
 
 impl From<object_store::Error> for StorageError {

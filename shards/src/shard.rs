@@ -271,6 +271,9 @@ impl Shard {
         if self.leaving.get() {
             return Err(EngineError::Draining);
         }
+        if let Some(reason) = self.storage.store_unreachable() {
+            return Err(crate::StorageError::Unreachable(reason).into());
+        }
         self.storage.get(bytes::Bytes::from_static(b"\x00")).await?;
         Ok(())
     }

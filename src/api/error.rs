@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use sluice_shards::error::ConditionFailed;
-use sluice_shards::{EngineError, StorageError};
+use sluice_shards::EngineError;
 
 use super::Body;
 
@@ -106,7 +106,8 @@ impl ApiError {
                 E::EncryptionKey(_) => (StatusCode::BAD_REQUEST, "bad_header"),
                 E::DecryptionFailed => (StatusCode::BAD_REQUEST, "decryption_failed"),
                 E::Unwritten(_) => (StatusCode::RANGE_NOT_SATISFIABLE, "read_unwritten"),
-                E::Storage(StorageError::SidecarGone) | E::Unavailable(_) => {
+                E::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+                E::Storage(e) if e.is_unavailable() => {
                     (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
                 }
                 E::Draining => (StatusCode::SERVICE_UNAVAILABLE, "server_draining"),

@@ -21,11 +21,7 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 pub async fn health(shard: &Rc<Shard>) -> Response<Body> {
     match shard.health().await {
         Ok(()) => text(StatusCode::OK, "text/plain", "OK".to_owned()),
-        Err(e) => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            format!("{e:?}"),
-        ),
+        Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", e.to_string()),
     }
 }
 

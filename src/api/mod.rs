@@ -8,6 +8,7 @@ mod body;
 pub mod dashboard;
 mod error;
 mod headers;
+pub mod inputs;
 mod misc;
 mod records;
 mod streams;
@@ -240,8 +241,8 @@ fn path_segment(raw: &str) -> ApiResult<String> {
 }
 
 /// The list query of API §2.3, with names checked by `parse_filter`.
-#[derive(serde::Deserialize)]
-struct ListQuery {
+#[derive(Debug, serde::Deserialize)]
+pub struct ListQuery {
     #[serde(default)]
     prefix: Option<String>,
     #[serde(default)]
@@ -250,7 +251,7 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
-fn query<T: serde::de::DeserializeOwned>(req_query: Option<&str>) -> ApiResult<T> {
+pub fn query<T: serde::de::DeserializeOwned>(req_query: Option<&str>) -> ApiResult<T> {
     let pairs = form_urlencoded::parse(req_query.unwrap_or("").as_bytes());
     serde_path_to_error::deserialize(serde_urlencoded::Deserializer::new(pairs))
         .map_err(|e| ApiError::BadQuery(format!("Failed to deserialize query string: {e}")))

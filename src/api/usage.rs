@@ -32,7 +32,7 @@ const FUTURE_MAX_SECS: u64 = 60;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-enum Interval {
+pub enum Interval {
     Minute,
     Hour,
     Day,
@@ -56,27 +56,27 @@ impl Interval {
     }
 }
 
-#[derive(Deserialize)]
-struct MetricsQuery<S> {
-    set: S,
+#[derive(Debug, Deserialize)]
+pub struct MetricsQuery<S> {
+    pub set: S,
     #[serde(default)]
-    start: Option<u32>,
+    pub start: Option<u32>,
     #[serde(default)]
-    end: Option<u32>,
+    pub end: Option<u32>,
     #[serde(default)]
-    interval: Option<Interval>,
+    pub interval: Option<Interval>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-enum AccountSet {
+pub enum AccountSet {
     ActiveBasins,
     AccountOps,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-enum BasinSet {
+pub enum BasinSet {
     Storage,
     AppendOps,
     ReadOps,
@@ -85,22 +85,22 @@ enum BasinSet {
     BasinOps,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-enum StreamSet {
+pub enum StreamSet {
     Storage,
 }
 
 /// A validated range: `start..=end` in epoch seconds.
 #[derive(Debug, Clone, Copy)]
-struct Range {
+pub struct Range {
     start: u64,
     end: u64,
     now: u64,
 }
 
 impl Range {
-    fn parse(start: Option<u32>, end: Option<u32>, now: u64) -> ApiResult<Range> {
+    pub fn parse(start: Option<u32>, end: Option<u32>, now: u64) -> ApiResult<Range> {
         let invalid = |m: &str| Err(ApiError::Invalid(m.to_owned()));
         let (Some(start), Some(end)) = (start, end) else {
             return invalid("Both `start` and `end` are required");

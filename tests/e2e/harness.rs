@@ -787,6 +787,10 @@ impl Moto {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// moto accepts unsigned requests, so a bare `PUT /<bucket>` creates the bucket.
     pub fn create_bucket(&self, bucket: &str) {
         let response = http(self.port, "PUT", &format!("/{bucket}"), &[], b"");
@@ -802,10 +806,14 @@ impl Moto {
 impl Moto {
     /// A Sluice server started with `args` and the environment that points it at moto.
     pub fn server(&self, args: &[&str]) -> Server {
-        let endpoint = self.endpoint();
+        self.server_via(&self.endpoint(), args)
+    }
+
+    /// A Sluice server that reaches moto's buckets at `endpoint` (a proxy in front of it).
+    pub fn server_via(&self, endpoint: &str, args: &[&str]) -> Server {
         let env = [
-            ("AWS_ENDPOINT_URL_S3", endpoint.as_str()),
-            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+            ("AWS_ENDPOINT_URL_S3", endpoint),
+            ("AWS_ENDPOINT_URL", endpoint),
             ("AWS_REGION", "us-east-1"),
             ("AWS_ACCESS_KEY_ID", "test"),
             ("AWS_SECRET_ACCESS_KEY", "test"),

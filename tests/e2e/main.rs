@@ -6,6 +6,7 @@
 
 mod control_plane;
 mod data_plane;
+mod fault_proxy;
 mod harness;
 mod lifecycle;
 mod operations;

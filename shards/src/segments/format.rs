@@ -62,7 +62,12 @@ pub fn encode_header(id: SegmentId) -> Bytes {
 
 /// Check a segment header (used when listing or compacting whole objects).
 pub fn decode_header(mut bytes: &[u8]) -> Option<SegmentId> {
-    if bytes.len() < HEADER_BYTES || &bytes[..4] != MAGIC || bytes[4] != VERSION {
+    // The reserved bytes must be zero, so that a later version can use them unmistakably.
+    if bytes.len() < HEADER_BYTES
+        || &bytes[..4] != MAGIC
+        || bytes[4] != VERSION
+        || bytes[5..8] != [0; 3]
+    {
         return None;
     }
     bytes.advance(8);
@@ -299,6 +304,13 @@ mod tests {
         assert_eq!(decode_header(&h), Some(SegmentId(0xabc)));
         assert_eq!(decode_header(b"PAR1 not a segment at all...."), None);
         assert_eq!(decode_header(&h[..10]), None);
+        let mut reserved = h.to_vec();
+        reserved[6] = 1;
+        assert_eq!(
+            decode_header(&reserved),
+            None,
+            "reserved bytes must be zero"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ pub mod keys;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -50,6 +50,26 @@ pub const SLATEDB_ENV_PREFIX: &str = "SL8_";
 /// backstop.
 const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 
+/// Longest a shard waits for any one storage operation (a read, a durable write, a segment
+/// PUT or GET) before it answers `unavailable`. The operation is cancelled; a write already
+/// handed to SlateDB stays queued and lands once the store is back, as the segment writer's
+/// handling of an index write that may have landed expects. An append waits for at most two
+/// in a row (its segment's PUT, then its index write), so while the store is down a client
+/// has its answer within 10 s. SlateDB's own retries stay unbounded on purpose: its WAL
+/// flushes must land once the store is back, without a restart.
+pub const STORE_WAIT_MAX: Duration = Duration::from_secs(4);
+
+/// Longest one listing of the segment objects may take (the reclaimer's, of the whole store).
+const LIST_WAIT_MAX: Duration = Duration::from_secs(60);
+
+/// Each attempt to connect to an S3 endpoint gives up after this, so that an endpoint that
+/// does not answer at all is retried within [`STORE_WAIT_MAX`] instead of hanging it.
+const S3_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How often the object store is probed for `/health`, and how long a probe may take.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Blocks a bounded scan fetches concurrently.
 const SCAN_FETCH_TASKS: usize = 4;
 
@@ -73,6 +93,7 @@ pub struct Sidecar {
     db: Arc<Db>,
     flush_wanted: Arc<Notify>,
     segments: Arc<SegmentStore>,
+    health: Arc<StoreHealth>,
     metrics: Arc<Metrics>,
 }
 
@@ -127,6 +148,42 @@ async fn run_flusher(db: Arc<Db>, flush_wanted: Arc<Notify>) {
     }
 }
 
+/// Why the object store is out of reach, as of its last probe; `None` while it answers.
+#[derive(Debug, Default)]
+struct StoreHealth {
+    unreachable: Mutex<Option<String>>,
+}
+
+/// Probe the store with a HEAD of a key that never exists: any answer from the store, a
+/// refusal included, means it is reachable; an error of the connection, a 5xx after the
+/// client's retries, or no answer within [`PROBE_TIMEOUT`] means it is not.
+async fn run_probe(store: Arc<dyn ObjectStore>, path: Path, health: Arc<StoreHealth>) {
+    loop {
+        let outcome = tokio::time::timeout(PROBE_TIMEOUT, store.head(&path)).await;
+        let unreachable = match outcome {
+            Ok(Ok(_))
+            | Ok(Err(
+                object_store::Error::NotFound { .. }
+                | object_store::Error::PermissionDenied { .. }
+                | object_store::Error::Unauthenticated { .. },
+            )) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!("no answer within {PROBE_TIMEOUT:?}")),
+        };
+        {
+            let mut state = health.unreachable.lock().expect("store health");
+            if state.is_none() != unreachable.is_none() {
+                match &unreachable {
+                    Some(reason) => tracing::warn!(%reason, "object store unreachable"),
+                    None => tracing::info!("object store reachable again"),
+                }
+            }
+            *state = unreachable;
+        }
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    }
+}
+
 impl Sidecar {
     pub fn open(location: &StorageLocation, io_threads: usize) -> Result<Sidecar, OpenError> {
         let path = match location {
@@ -178,6 +235,12 @@ impl Sidecar {
         let db = Arc::new(db);
         let flush_wanted = Arc::new(Notify::new());
         runtime.spawn(run_flusher(db.clone(), flush_wanted.clone()));
+        let health = Arc::new(StoreHealth::default());
+        runtime.spawn(run_probe(
+            store.clone(),
+            Path::from(format!("{path}-probe")),
+            health.clone(),
+        ));
         let mut boot_id = [0u8; 8];
         getrandom::fill(&mut boot_id).map_err(|e| std::io::Error::other(e.to_string()))?;
         let segments = Arc::new(SegmentStore {
@@ -192,6 +255,7 @@ impl Sidecar {
             db,
             flush_wanted,
             segments,
+            health,
             metrics: Arc::new(Metrics::new()),
         })
     }
@@ -203,6 +267,7 @@ impl Sidecar {
             runtime: self.runtime.handle().clone(),
             flush_wanted: self.flush_wanted.clone(),
             segments: self.segments.clone(),
+            health: self.health.clone(),
             metrics: self.metrics.storage(),
             registry: self.metrics.clone(),
         }
@@ -238,8 +303,11 @@ fn object_store_for(location: &StorageLocation) -> Result<Arc<dyn ObjectStore>, 
             let endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
                 .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
                 .ok();
-            let mut builder =
-                object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            let client =
+                object_store::ClientOptions::new().with_connect_timeout(S3_CONNECT_TIMEOUT);
+            let mut builder = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_client_options(client);
             if let Some(endpoint) = endpoint {
                 // A plain-http endpoint is a deliberate choice (a local S3-compatible server).
                 if endpoint.starts_with("http://") {
@@ -329,6 +397,7 @@ pub struct Storage {
     runtime: Handle,
     flush_wanted: Arc<Notify>,
     segments: Arc<SegmentStore>,
+    health: Arc<StoreHealth>,
     metrics: StorageMetrics,
     registry: Arc<Metrics>,
 }
@@ -339,8 +408,31 @@ impl Storage {
         &self.registry
     }
 
-    /// Run `work` on the sidecar, timing it there as one `op`.
+    /// Why the object store is out of reach, as of its last probe; `None` while it answers.
+    pub fn store_unreachable(&self) -> Option<String> {
+        self.health
+            .unreachable
+            .lock()
+            .expect("store health")
+            .clone()
+    }
+
+    /// Run `work` on the sidecar, timing it there as one `op`, and cancel it if it takes
+    /// longer than [`STORE_WAIT_MAX`].
     async fn on_sidecar<T, F>(&self, op: StorageOp, work: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T, StorageError>> + Send + 'static,
+    {
+        self.on_sidecar_within(op, STORE_WAIT_MAX, work).await
+    }
+
+    async fn on_sidecar_within<T, F>(
+        &self,
+        op: StorageOp,
+        bound: Duration,
+        work: F,
+    ) -> Result<T, StorageError>
     where
         T: Send + 'static,
         F: std::future::Future<Output = Result<T, StorageError>> + Send + 'static,
@@ -349,7 +441,10 @@ impl Storage {
         self.runtime
             .spawn(async move {
                 let started = Instant::now();
-                let result = work.await;
+                let result = match tokio::time::timeout(bound, work).await {
+                    Ok(result) => result,
+                    Err(_) => Err(StorageError::TimedOut(bound)),
+                };
                 metrics.record(op, started.elapsed(), result.is_ok());
                 result
             })
@@ -506,7 +601,7 @@ impl Storage {
     /// Every segment object in the store, with its size.
     pub async fn list_segments(&self) -> Result<Vec<(SegmentId, u64)>, StorageError> {
         let segments = self.segments.clone();
-        self.on_sidecar(StorageOp::ObjectList, async move {
+        self.on_sidecar_within(StorageOp::ObjectList, LIST_WAIT_MAX, async move {
             let listed: Vec<_> = segments
                 .store
                 .list(Some(&segments.root))

@@ -18,13 +18,13 @@ use super::{headers, ApiError, ApiResult, Body};
 use crate::wire::json::Format;
 
 pub use append::append;
-pub use read::read;
+pub use read::{read, ReadQuery};
 
 /// Frames a streaming response may have queued before its producer waits.
 const STREAM_BUFFER_FRAMES: usize = 8;
 
 /// The S2S frame compression the client accepts (WIRE §5.1).
-fn s2s_compression(headers: &HeaderMap) -> crate::wire::s2s::Compression {
+pub fn s2s_compression(headers: &HeaderMap) -> crate::wire::s2s::Compression {
     crate::wire::s2s::Compression::negotiate(
         headers
             .get_all(header::ACCEPT_ENCODING)
@@ -56,7 +56,7 @@ pub async fn check_tail(
     ))
 }
 
-fn format(headers: &HeaderMap) -> ApiResult<Format> {
+pub fn format(headers: &HeaderMap) -> ApiResult<Format> {
     const NAME: &str = "s2-format";
     Format::from_header(headers::text(headers, NAME)?)
         .map_err(|v| ApiError::invalid_header(NAME, v))
@@ -64,7 +64,7 @@ fn format(headers: &HeaderMap) -> ApiResult<Format> {
 
 /// The `S2-Encryption-Key` header, checked for shape; whether it fits the stream's cipher
 /// is the engine's call.
-fn encryption_key(headers: &HeaderMap) -> ApiResult<Option<KeyMaterial>> {
+pub fn encryption_key(headers: &HeaderMap) -> ApiResult<Option<KeyMaterial>> {
     const NAME: &str = "s2-encryption-key";
     headers::text(headers, NAME)?
         .map(|v| KeyMaterial::new(v).map_err(|e| ApiError::invalid_header(NAME, e)))
@@ -73,7 +73,7 @@ fn encryption_key(headers: &HeaderMap) -> ApiResult<Option<KeyMaterial>> {
 
 /// The config a request would auto-create its stream with (`S2-Stream-Config`), validated
 /// whether or not it is used.
-fn stream_config_header(headers: &HeaderMap) -> ApiResult<StreamConfigSpec> {
+pub fn stream_config_header(headers: &HeaderMap) -> ApiResult<StreamConfigSpec> {
     const NAME: &str = "s2-stream-config";
     let Some(value) = headers::text(headers, NAME)? else {
         return Ok(StreamConfigSpec::default());

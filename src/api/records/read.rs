@@ -34,7 +34,7 @@ use sluice_shards::tokens::Operation;
 const UNARY_WAIT_MAX: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Default, Deserialize)]
-struct ReadQuery {
+pub struct ReadQuery {
     seq_num: Option<u64>,
     timestamp: Option<u64>,
     tail_offset: Option<u64>,
@@ -47,7 +47,7 @@ struct ReadQuery {
 }
 
 impl ReadQuery {
-    fn start(&self) -> ApiResult<ReadStart> {
+    pub fn start(&self) -> ApiResult<ReadStart> {
         match (self.seq_num, self.timestamp, self.tail_offset) {
             (Some(n), None, None) => Ok(ReadStart::SeqNum(n)),
             (None, Some(t), None) => Ok(ReadStart::Timestamp(t)),

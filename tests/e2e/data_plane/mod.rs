@@ -8,6 +8,7 @@
 mod append;
 mod crash;
 mod fanout;
+mod faulty_store;
 pub mod proto;
 mod read;
 mod sessions;
