@@ -17,8 +17,11 @@ pub mod segment;
 pub mod stored_record;
 pub mod stream_state;
 
+/// One target's body: fed one input, it panics on a failed property.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, as `cargo fuzz` and the corpus directories name them.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("json_append", json_append::run),
     ("json_configs", json_configs::run),
     ("proto_append_input", proto_append_input::run),

@@ -210,6 +210,7 @@ fn verify(writer: usize, bodies: &[String], acked: &[(usize, u64)]) {
 struct Figures {
     acks: usize,
     errors: usize,
+    error_texts: std::collections::BTreeMap<String, usize>,
     slowest_ack: Duration,
     slowest_error: Duration,
     health_noticed: Vec<Duration>,
@@ -367,12 +368,20 @@ async fn a_faulty_store_loses_nothing_acknowledged_and_the_server_recovers_by_it
     }
     server.assert_alive();
     for (w, tally) in tallies.iter().enumerate() {
-        let t = tally.lock().expect("tally");
+        let t = std::mem::take(&mut *tally.lock().expect("tally"));
         figures.acks += t.acked.len();
         figures.errors += t.errors.len();
         figures.slowest_ack = figures.slowest_ack.max(t.slowest_ack);
         for (error, waited) in &t.errors {
             figures.slowest_error = figures.slowest_error.max(*waited);
+            *figures
+                .error_texts
+                .entry(error.chars().take(120).collect())
+                .or_default() += 1;
+            assert!(
+                error.contains("unavailable"),
+                "writer {w}: an append failed with something other than 503 unavailable: {error}"
+            );
             assert!(
                 *waited < ANSWER_MAX,
                 "writer {w}: an append waited {waited:?} for its error: {error}"
