@@ -94,7 +94,18 @@ impl StorageError {
             StorageError::SidecarGone
             | StorageError::TimedOut(_)
             | StorageError::Unreachable(_) => true,
-            StorageError::ObjectStore(e) => !matches!(**e, object_store::Error::NotFound { .. }),
+            // Errors that say the store answered and refused, or that the data is missing,
+            // are not a matter of waiting.
+            StorageError::ObjectStore(e) => !matches!(
+                **e,
+                object_store::Error::NotFound { .. }
+                    | object_store::Error::PermissionDenied { .. }
+                    | object_store::Error::Unauthenticated { .. }
+                    | object_store::Error::NotSupported { .. }
+                    | object_store::Error::NotImplemented { .. }
+                    | object_store::Error::InvalidPath { .. }
+                    | object_store::Error::UnknownConfigurationKey { .. }
+            ),
             StorageError::Db(e) => e.kind() == slatedb::ErrorKind::Unavailable,
             StorageError::Corrupt { .. } => false,
         }

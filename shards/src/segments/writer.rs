@@ -33,7 +33,7 @@
 //! store that bills per request the linger trades ack latency for fewer, larger segments.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -408,6 +408,11 @@ impl Committer {
         }
         let mut records = std::mem::take(&mut self.unrecorded);
         let mut live = Vec::new();
+        // Streams with a run in a failed PUT of this pass. The failure is released (and
+        // their generation bumped) only once their earlier runs, indexed by this very
+        // write, complete; until then their later runs still look current, so they are
+        // left out here: indexing one would put records behind the gap.
+        let mut failed: HashSet<u128> = HashSet::new();
         for (sealed, result) in std::mem::take(&mut self.resolved) {
             records.push((sealed.id, sealed.record));
             match result {
@@ -415,13 +420,19 @@ impl Committer {
                     let error = EngineError::from(e);
                     for (run, _) in &sealed.runs {
                         if run.is_current() {
+                            failed.insert(run.stream_id);
                             run.complete(Err(error.clone()));
                         }
                     }
                 }
                 // Checked in segment order, after any earlier failure has bumped the
                 // generations of the streams it failed.
-                Ok(()) => live.extend(sealed.runs.into_iter().filter(|(run, _)| run.is_current())),
+                Ok(()) => live.extend(
+                    sealed
+                        .runs
+                        .into_iter()
+                        .filter(|(run, _)| run.is_current() && !failed.contains(&run.stream_id)),
+                ),
             }
         }
         let ambiguous = std::mem::take(&mut self.ambiguous);

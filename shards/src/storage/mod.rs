@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
+use object_store::aws::AmazonS3ConfigKey;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ClientConfigKey, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use slatedb::config::{FlushOptions, FlushType, ScanOptions, Settings};
 use slatedb::{CompactorBuilder, Db, WriteBatch};
 use tokio::runtime::Handle;
@@ -55,7 +56,8 @@ const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 /// handed to SlateDB stays queued and lands once the store is back, as the segment writer's
 /// handling of an index write that may have landed expects. An append waits for at most two
 /// in a row (its segment's PUT, then its index write), so while the store is down a client
-/// has its answer within 10 s. SlateDB's own retries stay unbounded on purpose: its WAL
+/// has its answer within about 10 s (more only if a PUT already queued behind another is
+/// slow but succeeds). SlateDB's own retries stay unbounded on purpose: its WAL
 /// flushes must land once the store is back, without a restart.
 pub const STORE_WAIT_MAX: Duration = Duration::from_secs(4);
 
@@ -65,6 +67,21 @@ const LIST_WAIT_MAX: Duration = Duration::from_secs(60);
 /// Each attempt to connect to an S3 endpoint gives up after this, so that an endpoint that
 /// does not answer at all is retried within [`STORE_WAIT_MAX`] instead of hanging it.
 const S3_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The S3 client's retries: its default backoff grows to 15 s between attempts, so a
+/// request that kept failing through an outage could sleep that long after the store is
+/// back; capped at 1 s, SlateDB's queued uploads land within about a second of it.
+fn s3_retries() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        backoff: object_store::BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            base: 2.0,
+        },
+        max_retries: 10,
+        retry_timeout: Duration::from_secs(30),
+    }
+}
 
 /// How often the object store is probed for `/health`, and how long a probe may take.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -303,11 +320,15 @@ fn object_store_for(location: &StorageLocation) -> Result<Arc<dyn ObjectStore>, 
             let endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
                 .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
                 .ok();
-            let client =
-                object_store::ClientOptions::new().with_connect_timeout(S3_CONNECT_TIMEOUT);
             let mut builder = object_store::aws::AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
-                .with_client_options(client);
+                .with_retry(s3_retries());
+            if std::env::var_os("AWS_CONNECT_TIMEOUT").is_none() {
+                builder = builder.with_config(
+                    AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
+                    format!("{}s", S3_CONNECT_TIMEOUT.as_secs()),
+                );
+            }
             if let Some(endpoint) = endpoint {
                 // A plain-http endpoint is a deliberate choice (a local S3-compatible server).
                 if endpoint.starts_with("http://") {
@@ -547,7 +568,8 @@ impl Storage {
         (id.0 >> 64) as u64 == self.segments.boot_id
     }
 
-    /// Write a segment object. It is created, never overwritten: a name in use is an error.
+    /// Write a segment object. It is created, never overwritten; since names are never
+    /// reused, one already there is this PUT's own earlier attempt.
     pub async fn put_segment(
         &self,
         id: SegmentId,
@@ -556,11 +578,16 @@ impl Storage {
         let segments = self.segments.clone();
         self.on_sidecar(StorageOp::ObjectPut, async move {
             let options = PutOptions::from(PutMode::Create);
-            segments
+            match segments
                 .store
                 .put_opts(&segments.path(id), payload, options)
-                .await?;
-            Ok(())
+                .await
+            {
+                // The client retried a PUT whose answer was lost, and the first attempt
+                // had landed: segment names are never reused, so the object is ours.
+                Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
         })
         .await
     }

@@ -4,8 +4,10 @@
 //!
 //! The contract with the writer: an append is sequenced against the *assigned* state and
 //! handed to the writer with its ticket and the generation it was sequenced in. The writer
-//! completes tickets in the order they were sequenced and only those of the current
-//! generation. The invariants, asserted here in debug builds and checked over random
+//! completes only tickets of the current generation, and successes in the order they were
+//! sequenced; a failure may be reported while earlier appends are still pending (a later
+//! segment's PUT failed first), and the writer then completes nothing after it but the
+//! earlier ones. The invariants, asserted here in debug builds and checked over random
 //! interleavings by the property test below:
 //! - acks go out in ticket order, and each starts where the previous one ended (dense);
 //! - an ack goes out only once its own write completed successfully, never before;
@@ -164,7 +166,10 @@ impl<T> Pipeline<T> {
         for entry in self.inflight.iter_mut() {
             if entry.outcome.is_none() {
                 if numbers.binary_search(&entry.number).is_ok() {
-                    debug_assert!(!pending_before, "writes complete in sequencing order");
+                    debug_assert!(
+                        !pending_before || result.is_err(),
+                        "successful writes complete in sequencing order"
+                    );
                     entry.outcome = Some(result.clone());
                 } else {
                     pending_before = true;
@@ -251,6 +256,9 @@ mod tests {
         Seal,
         /// The oldest write finishes.
         Finish { ok: bool },
+        /// The second oldest write fails while the oldest is still pending (its PUT
+        /// failed first); the writer then completes nothing after it but the oldest.
+        FailSecond,
     }
 
     fn step() -> impl Strategy<Value = Step> {
@@ -274,6 +282,7 @@ mod tests {
             4 => submit,
             2 => Just(Step::Seal),
             2 => prop::bool::weighted(0.85).prop_map(|ok| Step::Finish { ok }),
+            1 => Just(Step::FailSecond),
         ]
     }
 
@@ -300,6 +309,9 @@ mod tests {
         durable: StreamState,
         /// The durable state plus what is in flight.
         assigned: StreamState,
+        /// A failure is waiting behind the oldest write: nothing sequenced now may be
+        /// handed to the writer, since the writer drops it.
+        doomed: bool,
     }
 
     const INJECTED: EngineError = EngineError::Unavailable("injected write failure");
@@ -322,6 +334,7 @@ mod tests {
                 next_outcome: 0,
                 durable: state.clone(),
                 assigned: state,
+                doomed: false,
             }
         }
 
@@ -340,7 +353,38 @@ mod tests {
                     }
                 }
                 Step::Finish { ok } => self.finish(ok),
+                Step::FailSecond => self.fail_second(),
             }
+        }
+
+        fn fail_second(&mut self) {
+            let current = self.pipeline.generation();
+            if self.writes.len() < 2
+                || self
+                    .writes
+                    .iter()
+                    .take(2)
+                    .any(|w| w[0].generation != current)
+            {
+                return;
+            }
+            let write = self.writes.remove(1).expect("a second write");
+            let numbers: Vec<u64> = write.iter().map(|t| t.number).collect();
+            let released = self.pipeline.complete(&numbers, Err(INJECTED));
+            assert!(
+                released.is_empty(),
+                "a failure waits behind the pending write before it"
+            );
+            // What the writer drops: every later write of this generation, and what is
+            // still unsealed (it would join a run after the gap).
+            for w in self.writes.iter_mut().skip(1) {
+                if w[0].generation == current {
+                    w.clear();
+                }
+            }
+            self.writes.retain(|w| !w.is_empty());
+            self.unsealed.clear();
+            self.doomed = true;
         }
 
         fn submit(
@@ -420,7 +464,9 @@ mod tests {
                     // As the writer does: a run of a failed generation is dropped when the
                     // stream's next append arrives.
                     self.unsealed.retain(|t| t.generation == ticket.generation);
-                    self.unsealed.push(ticket);
+                    if !self.doomed {
+                        self.unsealed.push(ticket);
+                    }
                 }
             }
         }
@@ -500,6 +546,7 @@ mod tests {
                 }
             }
             if failed {
+                self.doomed = false;
                 assert!(
                     self.pipeline.is_empty(),
                     "a failure fails everything in flight"

@@ -5,7 +5,8 @@
 //! acknowledged batch is in its stream, in place and unchanged, and nothing else is (a
 //! batch whose append failed never shows); every append is answered, ack or error, within
 //! 10 s, the store's outage included; `/health` says 503 while the store is gone; and the
-//! server recovers by itself once the store is back.
+//! server recovers by itself once the store is back. The streams are verified on a new
+//! process after a `kill -9`.
 //!
 //! `make soak-faults` runs the same test for longer (`FAULT_SOAK_SECS`), in cycles of
 //! faults, outage and recovery, and prints its figures.
@@ -367,6 +368,15 @@ async fn a_faulty_store_loses_nothing_acknowledged_and_the_server_recovers_by_it
             .expect("writer task");
     }
     server.assert_alive();
+    // What was acknowledged must be durable, not just in this process's memory: verify on
+    // a new process after a kill -9.
+    server.kill9();
+    let server = moto.server_via(
+        &proxy.endpoint(),
+        &["--shards", "2", "--bucket", "sluice-faults"],
+    );
+    let sdk = client(&server.endpoint());
+    let handle = sdk.basin(basin_name(&basin));
     for (w, tally) in tallies.iter().enumerate() {
         let t = std::mem::take(&mut *tally.lock().expect("tally"));
         figures.acks += t.acked.len();
