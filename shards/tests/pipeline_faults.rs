@@ -152,3 +152,128 @@ fn a_failed_write_fails_the_rest_of_the_pipeline_and_loses_nothing_acknowledged(
         assert_eq!(r.body, Bytes::from(format!("record-{i}")));
     }
 }
+
+fn big_record(i: usize) -> AppendBatch {
+    let record = AppendRecord {
+        timestamp: None,
+        headers: Vec::new(),
+        body: Bytes::from(vec![b'a' + (i % 26) as u8; 1_000_000]),
+    };
+    AppendBatch::new(vec![record], None, None).unwrap()
+}
+
+/// Three segments' PUTs finish while the index write before them is still in flight, and
+/// the middle one fails. The writer then has [ok, failed, ok] of one stream to index in one
+/// write: the third must not be indexed, since its records would sit behind the gap the
+/// failed one leaves (its run still looks current until the first one's ack releases the
+/// failure).
+#[test]
+fn a_failed_put_between_two_that_succeeded_leaves_no_gap() {
+    let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let fault = Arc::new(AtomicU8::new(Fault::None as u8));
+    let store = Arc::new(FaultyStore::new(inner.clone(), fault));
+    let (hold_wal, fail_put, puts) = (
+        store.hold_wal.clone(),
+        store.fail_segment_put.clone(),
+        store.segment_puts.clone(),
+    );
+    // Segments: the first append's; then, with the index write of the second append's
+    // held, one for the first large appends, then one of about 9 MB at a time.
+    const LARGE: usize = 30;
+    let (results, tail) = common::on_one_shard(store, EngineOptions::default(), move |shard| {
+        let (hold_wal, fail_put, puts) = (hold_wal.clone(), fail_put.clone(), puts.clone());
+        async move {
+            let (basin, stream) = names();
+            shard
+                .create_basin(basin.clone(), BasinConfig::default(), None)
+                .await
+                .unwrap();
+            shard
+                .create_stream(
+                    basin.clone(),
+                    stream.clone(),
+                    StreamConfigSpec::default(),
+                    None,
+                )
+                .await
+                .unwrap();
+            let append = |batch| {
+                let (shard, basin, stream) = (shard.clone(), basin.clone(), stream.clone());
+                async move {
+                    shard
+                        .append(basin, stream, batch, None, AutoCreate::No)
+                        .await
+                        .unwrap()
+                }
+            };
+            append(one_record(0)).await.wait().await.unwrap();
+            let before = puts.load(Ordering::SeqCst);
+            // The third segment from here fails: [held index] [large..] [9 large] [9 large].
+            fail_put.store(before + 3, Ordering::SeqCst);
+            hold_wal.store(true, Ordering::SeqCst);
+            let mut pending = vec![append(one_record(1)).await];
+            for i in 0..LARGE {
+                pending.push(append(big_record(i)).await);
+                // Let the committer seal what is due before the next one arrives.
+                glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+            while puts.load(Ordering::SeqCst) < before + 4 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the PUTs did not finish: {} of {}",
+                    puts.load(Ordering::SeqCst) - before,
+                    4
+                );
+                glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            hold_wal.store(false, Ordering::SeqCst);
+            let mut results = Vec::new();
+            for p in pending {
+                results.push(p.wait().await.map(|ack| ack.end.seq_num));
+            }
+            let tail = shard
+                .check_tail(basin, stream, AutoCreate::No)
+                .await
+                .unwrap()
+                .seq_num;
+            (results, tail)
+        }
+    });
+    let acked = results.iter().take_while(|r| r.is_ok()).count();
+    assert!(
+        results[acked..].iter().all(|r| r.is_err()),
+        "nothing after the failure is acknowledged: {results:?}"
+    );
+    assert!(
+        acked >= 2,
+        "the held append and the first large one are acknowledged: {results:?}"
+    );
+    assert!(
+        acked < results.len(),
+        "the failed PUT failed appends: {results:?}"
+    );
+    let durable = 1 + acked as u64;
+    assert_eq!(results[acked - 1].as_ref().ok(), Some(&durable));
+    assert_eq!(tail, durable);
+
+    // After a restart the stream ends where its acks did, with every record readable.
+    let (records, tail): (Vec<SequencedRecord>, u64) =
+        common::on_one_shard(inner, EngineOptions::default(), |shard| async move {
+            let (basin, stream) = names();
+            let tail = shard
+                .check_tail(basin.clone(), stream.clone(), AutoCreate::No)
+                .await
+                .unwrap()
+                .seq_num;
+            (common::read_from(&shard, basin, stream, 0).await, tail)
+        });
+    assert_eq!(
+        tail, durable,
+        "the durable tail is the last acknowledged one"
+    );
+    assert_eq!(records.len() as u64, durable);
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r.seq_num, i as u64, "no gap, no duplicate");
+    }
+}

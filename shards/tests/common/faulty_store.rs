@@ -2,7 +2,7 @@
 //! the engine and an in-memory store.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -42,6 +42,12 @@ pub struct FaultyStore {
     pub fault: Arc<AtomicU8>,
     /// Objects written by PUTs that reported failure.
     pub lied_about: Arc<Mutex<Vec<Path>>>,
+    /// While set, WAL uploads (index writes) wait.
+    pub hold_wal: Arc<AtomicBool>,
+    /// The segment PUT to fail, counting from 1 (0: none), whatever `fault` says.
+    pub fail_segment_put: Arc<AtomicUsize>,
+    /// Segment PUTs answered so far, failed ones included.
+    pub segment_puts: Arc<AtomicUsize>,
 }
 
 impl FaultyStore {
@@ -51,6 +57,9 @@ impl FaultyStore {
             inner,
             fault,
             lied_about: Arc::default(),
+            hold_wal: Arc::default(),
+            fail_segment_put: Arc::default(),
+            segment_puts: Arc::default(),
         }
     }
 
@@ -86,13 +95,24 @@ impl ObjectStore for FaultyStore {
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
         let fault = self.fault();
-        if is_segment(location) && fault == Fault::SegmentPutFails as u8 {
-            return Err(injected());
+        if is_segment(location) {
+            let n = self.segment_puts.load(Ordering::SeqCst) + 1;
+            let result = if fault == Fault::SegmentPutFails as u8
+                || n == self.fail_segment_put.load(Ordering::SeqCst)
+            {
+                Err(injected())
+            } else if fault == Fault::SegmentPutLies as u8 {
+                self.inner.put_opts(location, payload, opts).await?;
+                self.lied_about.lock().unwrap().push(location.clone());
+                Err(injected())
+            } else {
+                self.inner.put_opts(location, payload, opts).await
+            };
+            self.segment_puts.fetch_add(1, Ordering::SeqCst);
+            return result;
         }
-        if is_segment(location) && fault == Fault::SegmentPutLies as u8 {
-            self.inner.put_opts(location, payload, opts).await?;
-            self.lied_about.lock().unwrap().push(location.clone());
-            return Err(injected());
+        while location.as_ref().contains("/wal/") && self.hold_wal.load(Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         if location.as_ref().contains("/wal/") && fault == Fault::IndexWriteFails as u8 {
             return Err(injected());
