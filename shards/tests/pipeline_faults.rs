@@ -10,6 +10,7 @@ mod common;
 
 use common::faulty_store::{Fault, FaultyStore};
 
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
@@ -20,13 +21,31 @@ use sluice_shards::config::{BasinConfig, StreamConfigSpec};
 use sluice_shards::names::{BasinName, StreamName};
 use sluice_shards::records::{AppendBatch, AppendRecord, SequencedRecord};
 use sluice_shards::streamer::AutoCreate;
-use sluice_shards::EngineOptions;
+use sluice_shards::{EngineOptions, Shard};
 
 const DURABLE_FIRST: usize = 20;
 const IN_FLIGHT: usize = 30;
 
 fn names() -> (BasinName, StreamName) {
     ("fault-basin".parse().unwrap(), "faulty".parse().unwrap())
+}
+
+async fn create_the_stream(shard: &Rc<Shard>) -> (BasinName, StreamName) {
+    let (basin, stream) = names();
+    shard
+        .create_basin(basin.clone(), BasinConfig::default(), None)
+        .await
+        .unwrap();
+    shard
+        .create_stream(
+            basin.clone(),
+            stream.clone(),
+            StreamConfigSpec::default(),
+            None,
+        )
+        .await
+        .unwrap();
+    (basin, stream)
 }
 
 fn one_record(i: usize) -> AppendBatch {
@@ -48,20 +67,7 @@ fn a_failed_write_fails_the_rest_of_the_pipeline_and_loses_nothing_acknowledged(
         common::on_one_shard(store, EngineOptions::default(), move |shard| {
             let fault = fault.clone();
             async move {
-                let (basin, stream) = names();
-                shard
-                    .create_basin(basin.clone(), BasinConfig::default(), None)
-                    .await
-                    .unwrap();
-                shard
-                    .create_stream(
-                        basin.clone(),
-                        stream.clone(),
-                        StreamConfigSpec::default(),
-                        None,
-                    )
-                    .await
-                    .unwrap();
+                let (basin, stream) = create_the_stream(&shard).await;
                 let mut results = Vec::new();
                 for i in 0..DURABLE_FIRST {
                     let pending = shard
@@ -183,20 +189,7 @@ fn a_failed_put_between_two_that_succeeded_leaves_no_gap() {
     let (results, tail) = common::on_one_shard(store, EngineOptions::default(), move |shard| {
         let (hold_wal, fail_put, puts) = (hold_wal.clone(), fail_put.clone(), puts.clone());
         async move {
-            let (basin, stream) = names();
-            shard
-                .create_basin(basin.clone(), BasinConfig::default(), None)
-                .await
-                .unwrap();
-            shard
-                .create_stream(
-                    basin.clone(),
-                    stream.clone(),
-                    StreamConfigSpec::default(),
-                    None,
-                )
-                .await
-                .unwrap();
+            let (basin, stream) = create_the_stream(&shard).await;
             let append = |batch| {
                 let (shard, basin, stream) = (shard.clone(), basin.clone(), stream.clone());
                 async move {
