@@ -18,7 +18,8 @@
 //!
 //! Failure: a PUT that fails fails every append in the segment; their streamers fail what
 //! they have in flight after them and bump their generation, and runs of an older
-//! generation are never indexed, so a later segment cannot put a record behind a gap. An
+//! generation are never indexed, nor a stream's runs behind its failed one in the same
+//! index write, so a later segment cannot put a record behind a gap. An
 //! index write that fails fails its appends the same way, and because it may still have
 //! landed, the next index write deletes its entries and restores those streams' durable
 //! state. A segment that failed either way gets a segment record anyway, so the reclaimer
