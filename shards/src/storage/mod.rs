@@ -166,6 +166,8 @@ async fn run_flusher(db: Arc<Db>, flush_wanted: Arc<Notify>) {
 }
 
 /// Why the object store is out of reach, as of its last probe; `None` while it answers.
+/// Written by the probe on the sidecar runtime and read by every shard's `/health`, so it
+/// is shared across threads (one lock per probe and per health check, off the data path).
 #[derive(Debug, Default)]
 struct StoreHealth {
     unreachable: Mutex<Option<String>>,

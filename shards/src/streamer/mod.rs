@@ -298,6 +298,7 @@ impl Streamer {
             timestamp: records[0].timestamp,
         };
         let state = after.clone();
+        let record_count = records.len() as u32;
         let waiter = Waiter {
             reply,
             records,
@@ -310,7 +311,7 @@ impl Streamer {
             generation: ticket.generation,
             ticket: ticket.number,
             first_seq_num: first,
-            record_count: (state.tail.seq_num - first) as u32,
+            record_count,
             bytes: chunks.len(),
             metered_bytes,
             chunks: chunks.finish(),
