@@ -90,14 +90,29 @@ impl Shard {
             if deleted {
                 continue;
             }
-            // Runs that end below the trim point; the one holding it stays.
-            self.drop_runs(id, Some(trim_point)).await?;
-            let mut batch = WriteBatch::new();
-            batch.delete(keys::trim_cleanup(&basin, &stream));
-            self.storage.write(batch).await?;
+            if let Err(e) = self.clean_up_trim(&basin, &stream, id, trim_point).await {
+                // Due again on the next tick, not only after the next trim or a restart.
+                streamer.borrow_mut().trim_advanced = true;
+                return Err(e);
+            }
             self.metrics().job_done(Job::TrimCleanup);
             info!(%basin, %stream, trim_point, "trimmed records removed");
         }
+        Ok(())
+    }
+
+    async fn clean_up_trim(
+        self: &Rc<Self>,
+        basin: &BasinName,
+        stream: &StreamName,
+        id: u128,
+        trim_point: u64,
+    ) -> Result<()> {
+        // Runs that end below the trim point; the one holding it stays.
+        self.drop_runs(id, Some(trim_point)).await?;
+        let mut batch = WriteBatch::new();
+        batch.delete(keys::trim_cleanup(basin, stream));
+        self.storage.write(batch).await?;
         Ok(())
     }
 

@@ -4,20 +4,24 @@
 
 mod common;
 
+use common::faulty_store::{Fault, FaultyStore};
+
 use std::num::NonZeroU64;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use slatedb::object_store::memory::InMemory;
+use slatedb::object_store::ObjectStore;
 use sluice_shards::catalogue::StreamMeta;
 use sluice_shards::clock::Clock;
 use sluice_shards::config::{BasinConfig, RetentionPolicy, StreamConfigSpec};
 use sluice_shards::names::{BasinName, StreamName};
 use sluice_shards::records::{AppendBatch, AppendRecord, SequencedRecord};
 use sluice_shards::storage::keys::{self, KeyKind};
-use sluice_shards::storage::Storage;
+use sluice_shards::storage::{Storage, STORE_WAIT_MAX};
 use sluice_shards::streamer::AutoCreate;
 use sluice_shards::{EngineError, EngineOptions, Shard};
 
@@ -88,6 +92,15 @@ where
     false
 }
 
+/// The sum of the Prometheus samples whose line starts with `family` and names `label`.
+async fn counted(shard: &Rc<Shard>, family: &str, label: &str) -> u64 {
+    let text = shard.scrape_metrics().await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(family) && l.contains(&format!("\"{label}\"")))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
 async fn stream_id(storage: &Storage, name: &str) -> u128 {
     let meta = storage
         .get(keys::stream_meta(&basin(), &stream(name)))
@@ -96,6 +109,68 @@ async fn stream_id(storage: &Storage, name: &str) -> u128 {
         .expect("stream metadata");
     let meta: StreamMeta = serde_json::from_slice(&meta).expect("stream metadata decodes");
     meta.id.0
+}
+
+/// A trim cleanup that fails (its write outlasts the storage bound while the store is
+/// held) is due again on a later tick, not only after the next trim or a restart.
+#[test]
+fn a_failed_trim_cleanup_is_tried_again_once_the_store_answers() {
+    let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let store = Arc::new(FaultyStore::new(
+        inner,
+        Arc::new(AtomicU8::new(Fault::None as u8)),
+    ));
+    let hold_wal = store.hold_wal.clone();
+    common::on_one_shard(store, EngineOptions::default(), move |shard| {
+        let hold_wal = hold_wal.clone();
+        async move {
+            shard
+                .create_basin(basin(), BasinConfig::default(), None)
+                .await
+                .unwrap();
+            create(&shard, "t", StreamConfigSpec::default()).await;
+            for batch in 0..3 {
+                append(&shard, "t", records(batch * 100, 100)).await;
+            }
+            let cleanups = || counted(&shard, "sluice_background_jobs_total{", "trim_cleanup");
+            let failed_writes = || {
+                counted(
+                    &shard,
+                    "sluice_storage_operation_errors_total{",
+                    "slatedb_write",
+                )
+            };
+            // Hold the store with a trim's cleanup due until the cleanup's write has
+            // failed. A tick may have begun the cleanup before the hold and finish it;
+            // then the next trim is held instead.
+            let mut done_before = 0;
+            let mut failed_while_held = false;
+            for trim_point in [100, 200, 250] {
+                done_before = cleanups().await;
+                let failed_before = failed_writes().await;
+                append(&shard, "t", common::trim_to(trim_point)).await;
+                hold_wal.store(true, Ordering::SeqCst);
+                // Past the bound of the write the cleanup issues within a tick.
+                glommio::timer::sleep(STORE_WAIT_MAX + Duration::from_secs(2)).await;
+                if cleanups().await == done_before && failed_writes().await > failed_before {
+                    failed_while_held = true;
+                    break;
+                }
+                hold_wal.store(false, Ordering::SeqCst);
+            }
+            assert!(
+                failed_while_held,
+                "no cleanup failed while the store was held"
+            );
+
+            hold_wal.store(false, Ordering::SeqCst);
+            let cleaned = eventually(Duration::from_secs(10), || async {
+                cleanups().await > done_before
+            })
+            .await;
+            assert!(cleaned, "the failed cleanup was not tried again");
+        }
+    });
 }
 
 #[test]
