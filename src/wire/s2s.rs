@@ -15,6 +15,12 @@ pub const FRAME_LENGTH_MAX: usize = 2 * 1024 * 1024;
 pub const PAYLOAD_MAX: usize = FRAME_LENGTH_MAX - 1;
 /// Largest payload after decompression.
 pub const DECOMPRESSED_PAYLOAD_MAX: usize = PAYLOAD_MAX;
+/// Largest zstd window a payload may declare, as a power of two (8 MiB). zstd buffers a
+/// whole window for a frame that does not state its content size, and would accept 128
+/// MiB: an 11-byte payload could make the server allocate that much. A payload inflates
+/// to at most [`DECOMPRESSED_PAYLOAD_MAX`], so 8 MiB still admits any encoder's default
+/// window (2 MiB at the level the SDKs use, 8 MiB for Go's streaming encoder).
+pub const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 /// Smallest payload worth compressing; smaller ones go out with CC = 00 even when an
 /// algorithm was negotiated.
 pub const COMPRESS_THRESHOLD: usize = 1024;
@@ -206,8 +212,11 @@ fn decode_frame(mut frame: Bytes) -> Result<Frame, FrameError> {
     let payload = match (flags & CC_MASK) >> CC_SHIFT {
         0 => frame,
         1 => {
-            let decoder = zstd::stream::Decoder::with_buffer(&frame[..])
-                .map_err(|e| FrameError::Decompress(e.to_string()))?;
+            let decompress = |e: std::io::Error| FrameError::Decompress(e.to_string());
+            let mut decoder = zstd::stream::Decoder::with_buffer(&frame[..]).map_err(decompress)?;
+            decoder
+                .window_log_max(ZSTD_WINDOW_LOG_MAX)
+                .map_err(decompress)?;
             inflate_bounded(decoder, frame.len())?
         }
         2 => inflate_bounded(flate2::read::GzDecoder::new(&frame[..]), frame.len())?,
@@ -578,6 +587,37 @@ mod tests {
             decode_one(&raw_frame(0x40, &gzip_over)),
             Err(FrameError::DecompressedTooLong)
         );
+    }
+
+    /// A zstd payload that does not state its content size, with the given window.
+    fn zstd_with_window(window_log: u32, data: &[u8]) -> Vec<u8> {
+        let mut encoder = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+        encoder.window_log(window_log).unwrap();
+        encoder.include_contentsize(false).unwrap();
+        encoder.write_all(data).unwrap();
+        let out = encoder.finish().unwrap();
+        // Magic, then a header without the single-segment flag: the window descriptor
+        // follows, exponent in its top five bits.
+        assert_eq!(out[4] & 0x20, 0, "the frame states no content size");
+        assert_eq!(u32::from(out[5] >> 3) + 10, window_log, "declared window");
+        out
+    }
+
+    #[test]
+    fn zstd_windows_are_bounded() {
+        let data = b"a payload that fits any window".repeat(64);
+        match decode_one(&raw_frame(
+            0x20,
+            &zstd_with_window(ZSTD_WINDOW_LOG_MAX, &data),
+        )) {
+            Ok(Some(Frame::Message(p))) => assert_eq!(p, data),
+            other => panic!("a window at the bound: {other:?}"),
+        }
+        let over = zstd_with_window(ZSTD_WINDOW_LOG_MAX + 1, &data);
+        match decode_one(&raw_frame(0x20, &over)) {
+            Err(FrameError::Decompress(text)) => assert!(text.contains("memory"), "{text}"),
+            other => panic!("a window over the bound: {other:?}"),
+        }
     }
 
     #[test]
