@@ -18,8 +18,8 @@ pub const DECOMPRESSED_PAYLOAD_MAX: usize = PAYLOAD_MAX;
 /// Largest zstd window a payload may declare, as a power of two (8 MiB). zstd buffers a
 /// whole window for a frame that does not state its content size, and would accept 128
 /// MiB: an 11-byte payload could make the server allocate that much. A payload inflates
-/// to at most [`DECOMPRESSED_PAYLOAD_MAX`], so 8 MiB still admits any encoder's default
-/// window (2 MiB at the level the SDKs use, 8 MiB for Go's streaming encoder).
+/// to at most [`DECOMPRESSED_PAYLOAD_MAX`], and zstd's default level declares 2 MiB when it
+/// streams without a content size (as the reference client does), so 8 MiB leaves room.
 pub const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 /// Smallest payload worth compressing; smaller ones go out with CC = 00 even when an
 /// algorithm was negotiated.
