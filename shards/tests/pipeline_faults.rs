@@ -270,3 +270,140 @@ fn a_failed_put_between_two_that_succeeded_leaves_no_gap() {
         assert_eq!(r.seq_num, i as u64, "no gap, no duplicate");
     }
 }
+
+/// How a session hands its two inputs after the failing one to the owner.
+#[derive(Debug, Clone, Copy)]
+enum Trips {
+    /// Both inputs in one trip: the second waits for admission inside it.
+    One,
+    /// One trip each: the second trip waits for admission while the first is in flight.
+    Two,
+}
+
+/// An append session ends at its first failure: an input still on its way to the owner when
+/// an earlier one fails in storage (here, waiting for admission behind it) is refused, not
+/// sequenced where the failed one was. Otherwise the failure resets the stream to its
+/// durable tail and the later input becomes durable behind the hole, though its client was
+/// told it failed. Another session on the same stream goes on.
+#[test]
+fn a_session_sequences_nothing_after_one_of_its_inputs_failed() {
+    for trips in [Trips::One, Trips::Two] {
+        let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let fault = Arc::new(AtomicU8::new(Fault::None as u8));
+        let store = Arc::new(FaultyStore::new(inner.clone(), fault));
+        let (fail_put, puts) = (store.fail_segment_put.clone(), store.segment_puts.clone());
+        // One append in flight at a time: each takes the shard's whole admission budget.
+        let options = EngineOptions {
+            append_inflight_bytes: 1,
+            ..EngineOptions::default()
+        };
+        let (first, failed, after, tail, other) =
+            common::on_one_shard(store, options.clone(), move |shard| {
+                let (fail_put, puts) = (fail_put.clone(), puts.clone());
+                async move {
+                    let (basin, stream) = create_the_stream(&shard).await;
+                    let session = shard
+                        .prepare_append(basin.clone(), stream.clone(), None, AutoCreate::No)
+                        .await
+                        .unwrap();
+                    let mut results = shard
+                        .append_in_order(&session, vec![one_record(0)], AutoCreate::No)
+                        .await;
+                    let first = results.pop().unwrap().unwrap().wait().await;
+                    // The next segment PUT fails: the one carrying the session's next input.
+                    fail_put.store(puts.load(Ordering::SeqCst) + 1, Ordering::SeqCst);
+                    let results = match trips {
+                        Trips::One => {
+                            shard
+                                .append_in_order(
+                                    &session,
+                                    vec![one_record(1), one_record(2)],
+                                    AutoCreate::No,
+                                )
+                                .await
+                        }
+                        Trips::Two => {
+                            let mut results = shard
+                                .append_in_order(&session, vec![one_record(1)], AutoCreate::No)
+                                .await;
+                            assert!(!session.has_failed(), "the failing input is in flight");
+                            results.extend(
+                                shard
+                                    .append_in_order(&session, vec![one_record(2)], AutoCreate::No)
+                                    .await,
+                            );
+                            results
+                        }
+                    };
+                    let mut outcomes = Vec::new();
+                    for result in results {
+                        outcomes.push(match result {
+                            Ok(pending) => pending.wait().await.map(|ack| ack.start.seq_num),
+                            Err(e) => Err(e),
+                        });
+                    }
+                    let failed = outcomes.remove(0);
+                    let after = outcomes;
+                    let tail = shard
+                        .check_tail(basin.clone(), stream.clone(), AutoCreate::No)
+                        .await
+                        .unwrap()
+                        .seq_num;
+                    // A new session, as a client that reconnects would open.
+                    let other = shard
+                        .append(basin, stream, one_record(3), None, AutoCreate::No)
+                        .await
+                        .unwrap()
+                        .wait()
+                        .await
+                        .map(|ack| ack.start.seq_num);
+                    (
+                        first.map(|ack| ack.start.seq_num),
+                        failed,
+                        after,
+                        tail,
+                        other,
+                    )
+                }
+            });
+        assert_eq!(
+            first.ok(),
+            Some(0),
+            "{trips:?}: the first input is acknowledged"
+        );
+        assert!(
+            failed.is_err(),
+            "{trips:?}: the PUT failed the second input"
+        );
+        assert_eq!(
+            after.len(),
+            1,
+            "{trips:?}: the third input is answered once: {after:?}"
+        );
+        let refused = after[0].as_ref().expect_err("the third input is refused");
+        assert_eq!(
+            refused.to_string(),
+            failed.as_ref().unwrap_err().to_string(),
+            "{trips:?}: refused with the session's first error"
+        );
+        assert_eq!(tail, 1, "{trips:?}: the tail stays after the first input");
+        assert_eq!(
+            other.ok(),
+            Some(1),
+            "{trips:?}: another session appends right after the first input"
+        );
+
+        // After a restart: the first input, then the other session's; nothing of the third.
+        let records: Vec<SequencedRecord> =
+            common::on_one_shard(inner, options, |shard| async move {
+                let (basin, stream) = names();
+                common::read_from(&shard, basin, stream, 0).await
+            });
+        let bodies: Vec<Bytes> = records.iter().map(|r| r.body.clone()).collect();
+        assert_eq!(
+            bodies,
+            vec![Bytes::from("record-0"), Bytes::from("record-3")],
+            "{trips:?}: what the stream holds after a restart"
+        );
+    }
+}

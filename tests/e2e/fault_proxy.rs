@@ -1,6 +1,7 @@
 //! A loopback TCP proxy in front of the S3-compatible test server that injects faults into
 //! the object store's traffic: added latency, 500/503 answers, connections reset part way
-//! through a response, and a full outage in which every connection is reset at once.
+//! through a response, a full outage in which every connection is reset at once, and
+//! connects that time out.
 //!
 //! It speaks just enough HTTP/1.1 to give each request its own fault: it reads a request's
 //! head and `Content-Length` body, asks the server to close after answering
@@ -26,6 +27,10 @@ pub struct Faults {
     pub reset_rate: f64,
     /// Every connection, new or in flight, is reset.
     pub down: bool,
+    /// New connections are never established: the proxy stops accepting and keeps its
+    /// accept queue full, so the kernel drops every SYN and the client's connect times out.
+    /// Since every request opens a connection of its own here, no request gets through.
+    pub connects_time_out: bool,
 }
 
 /// What the proxy did, by kind.
@@ -119,9 +124,29 @@ impl Drop for FaultProxy {
     }
 }
 
+/// The listening socket's usual accept queue.
+const BACKLOG: i32 = 1024;
+/// How often the accept loop looks at the faults while it waits.
+const FAULTS_POLL: Duration = Duration::from_millis(10);
+
 async fn accept(listener: TcpListener, shared: Arc<Shared>) {
+    // While connects time out: `Some`, with the connection that keeps the queue full, if
+    // it was ours.
+    let mut blocked: Option<Option<TcpStream>> = None;
     loop {
-        let Ok((client, _)) = listener.accept().await else {
+        if shared.faults().connects_time_out {
+            if blocked.is_none() {
+                blocked = Some(fill_accept_queue(&listener).await);
+            }
+            tokio::time::sleep(FAULTS_POLL).await;
+            continue;
+        }
+        if blocked.take().is_some() {
+            // What waited in the queue is accepted below; the filler's end reads nothing.
+            let _ = socket2::SockRef::from(&listener).listen(BACKLOG);
+        }
+        let accepted = tokio::time::timeout(FAULTS_POLL, listener.accept()).await;
+        let Ok(Ok((client, _))) = accepted else {
             continue;
         };
         if shared.faults().down {
@@ -131,6 +156,21 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>) {
         }
         tokio::spawn(serve(client, shared.clone()));
     }
+}
+
+/// Shrink the accept queue to one connection and fill it with one of our own: Linux then
+/// drops every SYN to the port until the queue is drained, so connects time out rather
+/// than fail at once.
+async fn fill_accept_queue(listener: &TcpListener) -> Option<TcpStream> {
+    socket2::SockRef::from(listener)
+        .listen(0)
+        .expect("shrink the accept queue");
+    let address = listener.local_addr().expect("proxy address");
+    // If a client's connection got there first, the queue is full already.
+    tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(address))
+        .await
+        .ok()
+        .and_then(Result::ok)
 }
 
 /// Close with RST rather than FIN, as a crashed or unreachable peer would.

@@ -343,6 +343,25 @@ fn object_store_for(location: &StorageLocation) -> Result<Arc<dyn ObjectStore>, 
     })
 }
 
+/// Backoff between attempts of a segment PUT that never reached the store, doubling.
+const CONNECT_RETRY_BACKOFF_MIN: Duration = Duration::from_millis(50);
+const CONNECT_RETRY_BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+/// Whether an object-store request failed before it was sent: the connection to the store
+/// (TCP, or TLS over it) was never established.
+fn never_sent(error: &object_store::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.downcast_ref::<reqwest::Error>()
+            .is_some_and(reqwest::Error::is_connect)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 /// Writes that apply only while `key` still holds `expected` ([`Storage::write_where_unchanged`]).
 pub struct Guarded {
     pub key: Bytes,
@@ -579,16 +598,28 @@ impl Storage {
     ) -> Result<(), StorageError> {
         let segments = self.segments.clone();
         self.on_sidecar(StorageOp::ObjectPut, async move {
-            let options = PutOptions::from(PutMode::Create);
-            match segments
-                .store
-                .put_opts(&segments.path(id), payload, options)
-                .await
-            {
-                // The client retried a PUT whose answer was lost, and the first attempt
-                // had landed: segment names are never reused, so the object is ours.
-                Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
-                Err(e) => Err(e.into()),
+            let mut backoff = CONNECT_RETRY_BACKOFF_MIN;
+            loop {
+                let options = PutOptions::from(PutMode::Create);
+                match segments
+                    .store
+                    .put_opts(&segments.path(id), payload.clone(), options)
+                    .await
+                {
+                    // The client retried a PUT whose answer was lost, and the first attempt
+                    // had landed: segment names are never reused, so the object is ours.
+                    Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => return Ok(()),
+                    // The S3 client retries a create-only PUT whose connection was refused,
+                    // but not one whose connect timed out (to it a timeout is a timeout).
+                    // Either way the request never left this process, so it cannot have
+                    // landed: try again until STORE_WAIT_MAX runs out. A PUT that may have
+                    // reached the store is not retried here; it fails its appends.
+                    Err(e) if never_sent(&e) => {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(CONNECT_RETRY_BACKOFF_MAX);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
         })
         .await
@@ -703,5 +734,100 @@ impl Storage {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
+
+    use object_store::client::{HttpError, HttpErrorKind};
+
+    use super::*;
+
+    /// The S3 client's own classification of a transport error.
+    fn http_kind(error: &object_store::Error) -> Option<HttpErrorKind> {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(e) = source {
+            if let Some(http) = e.downcast_ref::<HttpError>() {
+                return Some(http.kind());
+            }
+            source = e.source();
+        }
+        None
+    }
+
+    /// A create-only PUT through the real S3 client to a loopback `port`, without retries.
+    fn put_to(port: u16) -> object_store::Error {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name("bucket")
+            .with_region("us-east-1")
+            .with_access_key_id("key")
+            .with_secret_access_key("secret")
+            .with_endpoint(format!("http://127.0.0.1:{port}"))
+            .with_allow_http(true)
+            .with_config(
+                AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
+                "1s",
+            )
+            .with_retry(object_store::RetryConfig {
+                max_retries: 0,
+                ..s3_retries()
+            })
+            .build()
+            .expect("S3 client");
+        runtime
+            .block_on(store.put_opts(
+                &Path::from("segment"),
+                PutPayload::from_static(b"run"),
+                PutOptions::from(PutMode::Create),
+            ))
+            .expect_err("the PUT fails")
+    }
+
+    #[test]
+    fn a_refused_connection_never_sent_the_request() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        assert!(never_sent(&put_to(port)));
+    }
+
+    #[test]
+    fn a_connect_that_timed_out_never_sent_the_request() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        // A full accept queue: the kernel drops further SYNs, so connects time out.
+        // SAFETY: listen(2) on a socket this test owns.
+        assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+        let port = listener.local_addr().expect("address").port();
+        let _queued = TcpStream::connect(("127.0.0.1", port)).expect("fills the queue");
+        let error = put_to(port);
+        // Which is why the S3 client itself does not retry it.
+        assert_eq!(http_kind(&error), Some(HttpErrorKind::Timeout), "{error}");
+        assert!(never_sent(&error), "{error}");
+    }
+
+    #[test]
+    fn a_request_the_store_answered_was_sent() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().expect("accept");
+            let mut head = [0u8; 4096];
+            let _ = conn.read(&mut head);
+            let _ = conn.write_all(
+                b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+        });
+        let error = put_to(port);
+        server.join().expect("server thread");
+        assert!(!never_sent(&error), "{error}");
     }
 }

@@ -10,6 +10,10 @@
 //! in-flight append, bumps the stream's generation (so the writer never indexes what was
 //! sequenced before the failure) and the assigned state falls back to the durable one: no
 //! gap, no duplicate, nothing acknowledged or shown to a reader that is not durable.
+//!
+//! Appends that come as one session (an S2S append session, or a unary append on its
+//! own) carry an [`AppendSession`]: once any of them is refused or fails, no later one is
+//! sequenced, so a session's appends in storage are always a prefix of what it sent.
 
 pub mod codec;
 mod pipeline;
@@ -17,6 +21,7 @@ mod read;
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use futures::channel::{mpsc, oneshot};
@@ -64,10 +69,56 @@ impl PendingAck {
     }
 }
 
-/// What an append in the pipeline waits with: whom to answer, and what its followers get.
+/// A client's ordered appends to one stream: an S2S append session, or a unary append
+/// alone. The first of its appends to be refused or to fail ends it: no later one is
+/// sequenced, so what the session leaves in storage is always a prefix of what it sent.
+///
+/// Without this a session would outlive a storage failure. The failure bumps the stream's
+/// generation and sequencing restarts from the durable tail, so an input that was still
+/// on its way (in the mesh, or waiting for admission) when it landed would be sequenced
+/// exactly where the failed one was, and become durable behind the hole.
+#[derive(Clone)]
+pub struct AppendSession {
+    basin: BasinName,
+    stream: StreamName,
+    key: Option<KeyMaterial>,
+    failure: SessionFailure,
+}
+
+impl AppendSession {
+    /// Whether one of the session's appends has been refused or has failed. Exact on the
+    /// stream's owner; elsewhere it may lag, which only delays when the session stops
+    /// reading input.
+    pub fn has_failed(&self) -> bool {
+        self.failure.get().is_some()
+    }
+}
+
+/// The first error of a session's appends. The refusal or failure of one input and the
+/// sequencing of the next both run on the stream's owner, which checks this right before
+/// sequencing: whichever comes first, no input is sequenced after a failure of its
+/// session. It is shared (`Arc`, `OnceLock`) only so that the session's handle can travel
+/// to the owner and back.
+#[derive(Clone, Default)]
+struct SessionFailure(Arc<OnceLock<EngineError>>);
+
+impl SessionFailure {
+    fn get(&self) -> Option<&EngineError> {
+        self.0.get()
+    }
+
+    /// Keep the first error; later ones follow from it.
+    fn set(&self, error: &EngineError) {
+        let _ = self.0.set(error.clone());
+    }
+}
+
+/// What an append in the pipeline waits with: whom to answer, what its followers get, and
+/// the session a refusal ends.
 struct Waiter {
     reply: oneshot::Sender<Result<AppendAck>>,
     records: Vec<SequencedRecord>,
+    session: SessionFailure,
     _permit: Option<StaticPermit>,
 }
 
@@ -142,33 +193,56 @@ impl Streamer {
         self.meta = meta;
     }
 
-    fn reject(&mut self, error: EngineError, reply: oneshot::Sender<Result<AppendAck>>) {
+    fn reject(
+        &mut self,
+        error: EngineError,
+        reply: oneshot::Sender<Result<AppendAck>>,
+        session: &SessionFailure,
+    ) {
+        session.set(&error);
         let waiter = Waiter {
             reply,
             records: Vec::new(),
+            session: session.clone(),
             _permit: None,
         };
         let released = self.pipeline.reject(error, waiter);
         self.deliver(released);
     }
 
-    /// Check and sequence `batch`, queue its write, and return its pending ack.
+    /// Check and sequence `batch`, the next append of `session`, queue its write, and
+    /// return its pending ack. Refused once the session has failed; any error here ends
+    /// the session too.
     fn submit(
         this: &Rc<RefCell<Streamer>>,
         batch: AppendBatch,
-        key: Option<&KeyMaterial>,
-        permit: Option<StaticPermit>,
-        basin: &BasinName,
-        stream: &StreamName,
+        session: &AppendSession,
+        permit: StaticPermit,
+    ) -> Result<PendingAck> {
+        if let Some(error) = session.failure.get() {
+            return Err(error.clone());
+        }
+        let submitted = Self::sequence(this, batch, session, permit);
+        if let Err(error) = &submitted {
+            session.failure.set(error);
+        }
+        submitted
+    }
+
+    fn sequence(
+        this: &Rc<RefCell<Streamer>>,
+        batch: AppendBatch,
+        session: &AppendSession,
+        permit: StaticPermit,
     ) -> Result<PendingAck> {
         let mut s = this.borrow_mut();
         if s.is_deleted() {
             return Err(EngineError::StreamDeletionPending {
-                basin: basin.clone(),
-                stream: stream.clone(),
+                basin: session.basin.clone(),
+                stream: session.stream.clone(),
             });
         }
-        let key = stream_key(s.meta.cipher, key)?;
+        let key = stream_key(s.meta.cipher, session.key.as_ref())?;
         if let Some((Cipher::Aes256Gcm, _)) = &key {
             // Each sealed record's position is part of what AES-GCM authenticates; the
             // format allows 32-bit positions.
@@ -187,7 +261,11 @@ impl Streamer {
             .pipeline
             .check(batch.fencing_token.as_ref(), batch.match_seq_num)
         {
-            s.reject(EngineError::ConditionFailed(condition), reply);
+            s.reject(
+                EngineError::ConditionFailed(condition),
+                reply,
+                &session.failure,
+            );
             return Ok(PendingAck {
                 ack,
                 rejected: true,
@@ -302,7 +380,8 @@ impl Streamer {
         let waiter = Waiter {
             reply,
             records,
-            _permit: permit,
+            session: session.failure.clone(),
+            _permit: Some(permit),
         };
         let ticket = s.pipeline.sequence(start, after, waiter);
         let part = Part {
@@ -355,6 +434,7 @@ impl Streamer {
                         .retain_mut(|f| f.try_send(live.clone()).is_ok());
                 }
                 Released::Refused { error, payload } => {
+                    payload.session.set(&error);
                     let _ = payload.reply.send(Err(error));
                 }
             }
@@ -474,8 +554,8 @@ impl Shard {
             })
     }
 
-    /// Append `batch`; returns once it is sequenced, with an ack that resolves once it is
-    /// durable. Runs on the stream's owner.
+    /// Append `batch` on its own; returns once it is sequenced, with an ack that resolves
+    /// once it is durable. Runs on the stream's owner.
     pub async fn append(
         self: &Rc<Self>,
         basin: BasinName,
@@ -484,67 +564,78 @@ impl Shard {
         key: Option<KeyMaterial>,
         auto_create: AutoCreate,
     ) -> Result<PendingAck> {
-        self.append_in_order(basin, stream, vec![batch], key, auto_create)
+        let session = AppendSession {
+            basin,
+            stream,
+            key,
+            failure: SessionFailure::default(),
+        };
+        self.append_in_order(&session, vec![batch], auto_create)
             .await
             .pop()
             .unwrap_or(Err(EngineError::Unavailable("the append was dropped")))
     }
 
-    /// Append `batches` in order, as consecutive appends of one session, with one trip to
-    /// the stream's owner for all of them. Stops at the first that fails or is rejected:
-    /// the results cover the batches up to and including that one.
+    /// Append `batches` in order, as the session's next appends, with one trip to the
+    /// stream's owner for all of them. Stops at the first that fails or is rejected (and
+    /// so ends the session): the results cover the batches up to and including that one.
+    /// Once the session has failed, refuses at once with its first error.
     pub async fn append_in_order(
         self: &Rc<Self>,
-        basin: BasinName,
-        stream: StreamName,
+        session: &AppendSession,
         batches: Vec<AppendBatch>,
-        key: Option<KeyMaterial>,
         auto_create: AutoCreate,
     ) -> Vec<Result<PendingAck>> {
-        let owner = self.placement.stream_owner(&basin, &stream);
-        self.on_owner(owner, move |shard| async move {
-            let streamer = shard
-                .streamer_or_create(&basin, &stream, auto_create)
-                .await?;
-            let mut results = Vec::with_capacity(batches.len());
-            for batch in batches {
-                // Admission: wait for room in this shard's share of the in-flight byte budget.
-                let units = (batch.metered_bytes() as u64).min(shard.admission_units);
-                let waiting = Instant::now();
-                let permit = shard.admission.acquire_static_permit(units).await;
-                shard.metrics().admitted(waiting.elapsed());
-                let submitted = match permit {
-                    Ok(permit) => Streamer::submit(
-                        &streamer,
-                        batch,
-                        key.as_ref(),
-                        Some(permit),
-                        &basin,
-                        &stream,
-                    ),
-                    Err(_) => Err(EngineError::Unavailable("shard stopping")),
-                };
-                let last = submitted.as_ref().map_or(true, PendingAck::is_rejected);
-                results.push(submitted);
-                if last {
-                    break;
+        let owner = self.placement.stream_owner(&session.basin, &session.stream);
+        let trip = session.clone();
+        let results = self
+            .on_owner(owner, move |shard| async move {
+                let session = trip;
+                let streamer = shard
+                    .streamer_or_create(&session.basin, &session.stream, auto_create)
+                    .await?;
+                let mut results = Vec::with_capacity(batches.len());
+                for batch in batches {
+                    // Admission: wait for room in this shard's share of the in-flight byte budget.
+                    // An earlier append of the session may fail meanwhile: `submit` checks after
+                    // the wait, on this thread.
+                    let units = (batch.metered_bytes() as u64).min(shard.admission_units);
+                    let waiting = Instant::now();
+                    let permit = shard.admission.acquire_static_permit(units).await;
+                    shard.metrics().admitted(waiting.elapsed());
+                    let submitted = match permit {
+                        Ok(permit) => Streamer::submit(&streamer, batch, &session, permit),
+                        Err(_) => {
+                            let error = EngineError::Unavailable("shard stopping");
+                            session.failure.set(&error);
+                            Err(error)
+                        }
+                    };
+                    let last = submitted.as_ref().map_or(true, PendingAck::is_rejected);
+                    results.push(submitted);
+                    if last {
+                        break;
+                    }
                 }
-            }
-            Ok(results)
+                Ok(results)
+            })
+            .await;
+        results.unwrap_or_else(|error| {
+            // Nothing of this trip was sequenced; the session ends all the same.
+            session.failure.set(&error);
+            vec![Err(error)]
         })
-        .await
-        .unwrap_or_else(|e| vec![Err(e)])
     }
 
-    /// Check that an append session may start: the stream exists (or is created as an
-    /// append would create it) and the key fits its cipher.
+    /// Start an append session: the stream exists (or is created as an append would
+    /// create it) and the key fits its cipher.
     pub async fn prepare_append(
         self: &Rc<Self>,
         basin: BasinName,
         stream: StreamName,
         key: Option<KeyMaterial>,
         auto_create: AutoCreate,
-    ) -> Result<()> {
+    ) -> Result<AppendSession> {
         let owner = self.placement.stream_owner(&basin, &stream);
         self.on_owner(owner, move |shard| async move {
             let streamer = shard
@@ -554,7 +645,14 @@ impl Shard {
             if s.is_deleted() {
                 return Err(EngineError::StreamDeletionPending { basin, stream });
             }
-            stream_key(s.meta.cipher, key.as_ref()).map(|_| ())
+            stream_key(s.meta.cipher, key.as_ref())?;
+            drop(s);
+            Ok(AppendSession {
+                basin,
+                stream,
+                key,
+                failure: SessionFailure::default(),
+            })
         })
         .await
     }

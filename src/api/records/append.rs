@@ -4,7 +4,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures::channel::mpsc;
+use futures::channel::{mpsc, oneshot};
 use futures::future::{select, Either};
 use futures::{SinkExt, StreamExt};
 use glommio::sync::{Semaphore, StaticPermit};
@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use sluice_shards::metrics::{AppendKind, SessionKind};
 use sluice_shards::names::{BasinName, StreamName};
 use sluice_shards::records::AppendBatch;
-use sluice_shards::streamer::{AutoCreate, PendingAck};
+use sluice_shards::streamer::{AppendSession, AutoCreate, PendingAck};
 use sluice_shards::{EngineError, Shard};
 
 use super::{encryption_key, format, s2s_compression, stream_config_header, streaming};
@@ -24,7 +24,6 @@ use crate::api::{body, headers, ApiError, ApiResult, Body};
 use crate::wire::json::{self, JsonError};
 use crate::wire::proto::{self, ProtoError};
 use crate::wire::s2s::{self, Compression, Frame, FrameDecoder};
-use sluice_shards::crypto::KeyMaterial;
 use sluice_shards::tokens::Operation;
 
 /// Largest unary append body. A 1 MiB metered batch can take several times that as JSON.
@@ -134,57 +133,65 @@ async fn session(
     let key = encryption_key(req.headers())?;
     let compression = s2s_compression(req.headers());
     // Errors about the stream itself are plain HTTP errors, before any frame.
-    shard
-        .prepare_append(
-            basin.clone(),
-            stream.clone(),
-            key.clone(),
-            AutoCreate::OnAppend(spec),
-        )
+    let appends = shard
+        .prepare_append(basin.clone(), stream, key, AutoCreate::OnAppend(spec))
         .await?;
     let (out, resp) = streaming("s2s/proto");
     let (slots_tx, slots) = mpsc::channel(SESSION_INFLIGHT_MAX);
+    // Dropped when the acks end (a failure, or the client gone): input stops at once.
+    let (acks_running, acks_ended) = oneshot::channel::<()>();
     glommio::spawn_local(read_inputs(
         shard.clone(),
         access.clone(),
-        basin.clone(),
-        stream,
-        key,
+        appends,
         req.into_body(),
         slots_tx,
+        acks_ended,
     ))
     .detach();
-    glommio::spawn_local(write_acks(shard.clone(), basin, slots, out, compression)).detach();
+    glommio::spawn_local(write_acks(
+        shard.clone(),
+        basin,
+        slots,
+        out,
+        compression,
+        acks_running,
+    ))
+    .detach();
     Ok(resp)
 }
 
 /// Inputs decoded but not yet sent to the owner.
 type Trip = Vec<(AppendBatch, Input)>;
 
+/// Decode the session's inputs and submit them, until the body ends, an input fails or
+/// is refused, the acks end (`acks_ended`) or the server drains.
 async fn read_inputs(
     shard: Rc<Shard>,
     access: Access,
-    basin: BasinName,
-    stream: StreamName,
-    key: Option<KeyMaterial>,
+    appends: AppendSession,
     mut body: Incoming,
     mut slots: mpsc::Sender<Slot>,
+    mut acks_ended: oneshot::Receiver<()>,
 ) {
     let places = Rc::new(Semaphore::new(SESSION_INFLIGHT_MAX as u64));
     let mut decoder = FrameDecoder::new();
     let mut trip = Trip::new();
     let mut drained = Box::pin(shard.drained());
     loop {
-        let frame = match select(body.frame(), drained.as_mut()).await {
+        let stop = select(drained.as_mut(), &mut acks_ended);
+        let frame = match select(body.frame(), stop).await {
             Either::Left((frame, _)) => frame,
             // Shutting down: take no more input; what is in flight is still acknowledged,
             // then the session ends with a draining error the client reconnects on.
-            Either::Right(((), _)) => {
+            Either::Right((Either::Left(((), _)), _)) => {
                 let _ = slots
                     .send(Slot::Failed(ApiError::Engine(EngineError::Draining)))
                     .await;
                 return;
             }
+            // The session has ended with a failure, or the client is gone.
+            Either::Right((Either::Right(_), _)) => return,
         };
         let chunk = match frame {
             None => break,
@@ -224,7 +231,7 @@ async fn read_inputs(
             let place = match places.try_acquire_static_permit(1) {
                 Ok(place) => place,
                 Err(_) => {
-                    if !send_trip(&shard, &basin, &stream, &key, &mut trip, &mut slots).await {
+                    if !send_trip(&shard, &appends, &mut trip, &mut slots).await {
                         return;
                     }
                     match places.acquire_static_permit(1).await {
@@ -240,7 +247,7 @@ async fn read_inputs(
             };
             trip.push((batch, input));
         }
-        if !send_trip(&shard, &basin, &stream, &key, &mut trip, &mut slots).await {
+        if !send_trip(&shard, &appends, &mut trip, &mut slots).await {
             return;
         }
         if let Some(e) = bad_input {
@@ -259,24 +266,20 @@ async fn read_inputs(
 /// Returns whether the session goes on.
 async fn send_trip(
     shard: &Rc<Shard>,
-    basin: &BasinName,
-    stream: &StreamName,
-    key: &Option<KeyMaterial>,
+    appends: &AppendSession,
     trip: &mut Trip,
     slots: &mut mpsc::Sender<Slot>,
 ) -> bool {
     if trip.is_empty() {
         return true;
     }
+    if appends.has_failed() {
+        // Known here already: save the trip. The owner would refuse these anyway.
+        return false;
+    }
     let (batches, inputs): (Vec<_>, Vec<_>) = std::mem::take(trip).into_iter().unzip();
     let results = shard
-        .append_in_order(
-            basin.clone(),
-            stream.clone(),
-            batches,
-            key.clone(),
-            AutoCreate::No,
-        )
+        .append_in_order(appends, batches, AutoCreate::No)
         .await;
     for (result, input) in results.into_iter().zip(inputs) {
         let slot = match result {
@@ -306,6 +309,7 @@ async fn write_acks(
     mut slots: mpsc::Receiver<Slot>,
     mut out: mpsc::Sender<Bytes>,
     compression: Compression,
+    _running: oneshot::Sender<()>,
 ) {
     let _open = shard.metrics().session(SessionKind::AppendS2s);
     while let Some(slot) = slots.next().await {

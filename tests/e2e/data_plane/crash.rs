@@ -92,14 +92,20 @@ async fn read_everything(stream: &S2Stream) -> (Vec<SequencedRecord>, StreamPosi
 }
 
 /// The stream holds whole planned batches in order, densely numbered from 0, covering at
-/// least every acknowledged batch, with acks that match their batches. `acks` are in
-/// batch order, each with the index of its planned batch.
+/// least every acknowledged batch, with acks that match their batches, and none past the
+/// first `submitted`. `acks` are in batch order, each with the index of its planned batch.
+///
+/// Every session of a writer submits the plan from the first batch the stream does not
+/// hold, so this is the prefix rule for each of them: what a session leaves in the stream
+/// is a prefix of what it submitted (nothing after a batch it lost), with every batch it
+/// had acknowledged.
 fn verify(
     name: &str,
     records: &[SequencedRecord],
     tail: StreamPosition,
     plan: &[Vec<Planned>],
     acks: &[(usize, AppendAck)],
+    submitted: usize,
 ) {
     assert_eq!(
         records.len() as u64,
@@ -189,6 +195,10 @@ fn verify(
         batch += 1;
     }
     assert!(acks.last().is_none_or(|&(b, _)| batch > b));
+    assert!(
+        batch <= submitted,
+        "{name}: {batch} batches are stored, but only {submitted} were ever submitted"
+    );
     if let Some(last) = records.last() {
         assert_eq!(tail.timestamp, last.timestamp, "{name}: tail timestamp");
     }
@@ -208,6 +218,15 @@ fn batches_stored(plan: &[Vec<Planned>], records: usize) -> usize {
         .count()
 }
 
+/// How a session writer ended.
+#[derive(Debug)]
+struct SessionEnd {
+    /// Why it stopped, if not because the server went away.
+    failure: Option<String>,
+    /// One past the last planned batch it handed to its session.
+    submitted: usize,
+}
+
 /// A pipelined append session on `stream` submitting planned batches from `first` on,
 /// recording each ack with its batch index, until the server goes away.
 fn spawn_session_writer(
@@ -215,7 +234,7 @@ fn spawn_session_writer(
     plan: Arc<Vec<Vec<Planned>>>,
     first: usize,
     acks: SharedAcks,
-) -> tokio::task::JoinHandle<Option<String>> {
+) -> tokio::task::JoinHandle<SessionEnd> {
     tokio::spawn(async move {
         let session = stream.append_session(
             AppendSessionConfig::new()
@@ -235,7 +254,10 @@ fn spawn_session_writer(
             None
         });
         let mut failure = None;
+        let mut submitted = first;
         for (batch, planned) in plan.iter().enumerate().skip(first) {
+            // Counted before it is handed over: a failed submit may still have sent it.
+            submitted = batch + 1;
             match tokio::time::timeout(Duration::from_secs(15), session.submit(to_input(planned)))
                 .await
             {
@@ -257,7 +279,10 @@ fn spawn_session_writer(
         drop(ticket_tx);
         let ack_failure = acker.await.expect("acker task");
         drop(session);
-        ack_failure.or(failure)
+        SessionEnd {
+            failure: ack_failure.or(failure),
+            submitted,
+        }
     })
 }
 
@@ -294,7 +319,9 @@ async fn acknowledged_appends_survive_kill_and_restart() {
         let plan = Arc::clone(&unary_plan);
         let acks = Arc::clone(&unary_acks);
         tokio::spawn(async move {
+            let mut submitted = 0;
             for (batch, planned) in plan.iter().enumerate() {
+                submitted = batch + 1;
                 match tokio::time::timeout(
                     Duration::from_secs(15),
                     stream.append(to_input(planned)),
@@ -307,6 +334,7 @@ async fn acknowledged_appends_survive_kill_and_restart() {
                     _ => break,
                 }
             }
+            submitted
         })
     };
 
@@ -330,11 +358,11 @@ async fn acknowledged_appends_survive_kill_and_restart() {
     }
     server.kill9();
 
-    tokio::time::timeout(Duration::from_secs(30), session_task)
+    let session_end = tokio::time::timeout(Duration::from_secs(30), session_task)
         .await
         .expect("the session writer did not stop after the kill")
         .expect("session writer task");
-    tokio::time::timeout(Duration::from_secs(30), unary_task)
+    let unary_submitted = tokio::time::timeout(Duration::from_secs(30), unary_task)
         .await
         .expect("the unary writer did not stop after the kill")
         .expect("unary writer task");
@@ -349,13 +377,18 @@ async fn acknowledged_appends_survive_kill_and_restart() {
     let restarted = Server::start(&["--shards", "1", "--local-root", root.as_str()]);
     let client = sdk_no_retry(&restarted.endpoint());
     let handle = client.basin(basin_name(&basin));
-    for (name, plan, acks) in [
-        ("session", &session_plan, &session_acks),
-        ("unary", &unary_plan, &unary_acks),
+    for (name, plan, acks, submitted) in [
+        (
+            "session",
+            &session_plan,
+            &session_acks,
+            session_end.submitted,
+        ),
+        ("unary", &unary_plan, &unary_acks, unary_submitted),
     ] {
         let stream = handle.stream(stream_name(name));
         let (records, tail) = read_everything(&stream).await;
-        verify(name, &records, tail, plan, acks);
+        verify(name, &records, tail, plan, acks, submitted);
 
         // The stream keeps going where it stopped.
         let ack = stream
@@ -399,6 +432,8 @@ async fn kill_cycles(start: impl Fn(&str) -> Server) {
         .map(|n| Arc::new(plan(n, base_timestamp)))
         .collect();
     let mut acks: Vec<Vec<(usize, AppendAck)>> = vec![Vec::new(); CYCLE_STREAMS];
+    // One past the last batch each stream's sessions have submitted so far.
+    let mut submitted = [0usize; CYCLE_STREAMS];
     let mut seed = now_ms();
     for cycle in 0..=KILL_CYCLES {
         if cycle > 0 {
@@ -409,7 +444,7 @@ async fn kill_cycles(start: impl Fn(&str) -> Server) {
         let mut firsts = Vec::new();
         for (i, name) in names.iter().enumerate() {
             let (records, tail) = read_everything(&handle.stream(stream_name(name))).await;
-            verify(name, &records, tail, &plans[i], &acks[i]);
+            verify(name, &records, tail, &plans[i], &acks[i], submitted[i]);
             firsts.push(batches_stored(&plans[i], records.len()));
         }
         if cycle == KILL_CYCLES {
@@ -440,7 +475,7 @@ async fn kill_cycles(start: impl Fn(&str) -> Server) {
         };
         while (0..CYCLE_STREAMS).any(waiting) {
             if let Some(i) = (0..CYCLE_STREAMS).find(|&i| waiting(i) && writers[i].is_finished()) {
-                let stopped = (&mut writers[i]).await.expect("writer task");
+                let stopped = (&mut writers[i]).await.expect("writer task").failure;
                 panic!(
                     "cycle {cycle}: writer {i} stopped before its first ack: {stopped:?}; \
                      stderr:\n{}",
@@ -456,11 +491,12 @@ async fn kill_cycles(start: impl Fn(&str) -> Server) {
         }
         tokio::time::sleep(delay).await;
         server.kill9();
-        for writer in writers {
-            tokio::time::timeout(Duration::from_secs(30), writer)
+        for (i, writer) in writers.into_iter().enumerate() {
+            let end = tokio::time::timeout(Duration::from_secs(30), writer)
                 .await
                 .expect("a writer did not stop after the kill")
                 .expect("writer task");
+            submitted[i] = submitted[i].max(end.submitted);
         }
         for (i, a) in cycle_acks.iter().enumerate() {
             let mut a = a.lock().expect("acks lock").clone();
