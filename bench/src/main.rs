@@ -5,6 +5,7 @@
 //! Every record written carries a chained hash that readers verify; any mismatch, gap or
 //! duplicate ends the run with a non-zero exit status.
 
+mod latency_proxy;
 mod loopback;
 mod matrix;
 mod moto;
@@ -15,10 +16,12 @@ mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 
+use crate::latency_proxy::LatencyProxy;
 use crate::matrix::Job;
 use crate::moto::Moto;
 use crate::report::{median_outcomes, print_comparison, print_json_line, print_outcomes, Outcome};
@@ -97,6 +100,12 @@ struct CompareArgs {
     /// names its bucket, and append entries report the object writes per MiB appended.
     #[arg(long)]
     moto: Option<PathBuf>,
+
+    /// With --moto: put a proxy between each server and its moto that delays every
+    /// request and answer by this many milliseconds each way (a real store takes tens
+    /// where a loopback moto takes one).
+    #[arg(long, default_value_t = 0)]
+    store_latency_ms: u64,
 }
 
 #[tokio::main]
@@ -140,6 +149,7 @@ async fn run(cli: Cli) -> Result<bool> {
             knobs: job.knobs,
             quick: cli.quick,
             server_pid: cli.server_pid,
+            moto_log: None,
         };
         match scenarios::run(&ctx, &job.label, job.scenario).await {
             Ok(outcome) => {
@@ -188,9 +198,18 @@ async fn compare(cli: &Cli, args: &CompareArgs) -> Result<bool> {
                     "round {round}/{}: {} on server {side}",
                     args.rounds, job.label
                 );
-                let moto = match &args.moto {
+                let mut moto = match &args.moto {
                     Some(binary) => Some(Moto::start(binary, moto_log()).await?),
                     None => None,
+                };
+                let _proxy = match &mut moto {
+                    Some(moto) if args.store_latency_ms > 0 => {
+                        let delay = Duration::from_millis(args.store_latency_ms);
+                        let proxy = LatencyProxy::start(moto.port(), delay).await?;
+                        moto.reach_through(proxy.port());
+                        Some(proxy)
+                    }
+                    _ => None,
                 };
                 let server = ServerProcess::start(side, template, moto.as_ref()).await?;
                 let ctx = Ctx {
@@ -198,6 +217,7 @@ async fn compare(cli: &Cli, args: &CompareArgs) -> Result<bool> {
                     knobs: job.knobs.clone(),
                     quick: cli.quick,
                     server_pid: server.pid(),
+                    moto_log: moto.as_ref().map(|m| m.log().to_owned()),
                 };
                 let mut result = scenarios::run(&ctx, &job.label, job.scenario).await;
                 drop(ctx);

@@ -153,6 +153,34 @@ const MATRIX: &[Entry] = &[
     },
 ];
 
+/// Entries run only when named: their figures mean something only on a bucket.
+const ON_REQUEST: &[Entry] = &[
+    Entry {
+        // Light, steady load on a store that bills per request (run it with --moto and
+        // --store-latency-ms): 1 KiB appends, one record each, 100 a second over 100
+        // streams. What counts is ack latency and object writes per second.
+        label: "paced-1k-100",
+        shape: Shape::Append {
+            streams: 100,
+            record_size: 1024,
+            batch: 1,
+            iperf3: false,
+            sustained: Some((30.0, 100.0 / 1024.0)),
+        },
+    },
+    Entry {
+        // The same at 1,000 appends a second.
+        label: "paced-1k-1000",
+        shape: Shape::Append {
+            streams: 100,
+            record_size: 1024,
+            batch: 1,
+            iperf3: false,
+            sustained: Some((30.0, 1000.0 / 1024.0)),
+        },
+    },
+];
+
 impl Entry {
     fn job(&self, knobs: &Knobs, quick: bool) -> Job {
         let mut knobs = knobs.clone();
@@ -210,7 +238,11 @@ pub fn jobs(names: &[String], knobs: &Knobs, quick: bool) -> Result<Vec<Job>> {
     names
         .iter()
         .map(|name| {
-            if let Some(entry) = MATRIX.iter().find(|entry| entry.label == name) {
+            if let Some(entry) = MATRIX
+                .iter()
+                .chain(ON_REQUEST)
+                .find(|entry| entry.label == name)
+            {
                 return Ok(from_matrix(entry));
             }
             match Scenario::ALL

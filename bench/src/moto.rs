@@ -1,6 +1,6 @@
 //! A moto S3 server per compared server, so `--bucket` runs can count the object writes each
 //! server makes. moto logs one line per request (`"PUT /bucket/key HTTP/1.1" 200`), which
-//! is all the counting needs: no proxy sits between the server and its store.
+//! is all the counting needs, with or without the latency proxy in front of it.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -21,6 +21,8 @@ pub const BUCKET: &str = "bench";
 pub struct Moto {
     child: Child,
     port: u16,
+    /// Where servers reach it: its own port, or a proxy's in front of it.
+    reached_at: u16,
     log: PathBuf,
 }
 
@@ -38,7 +40,12 @@ impl Moto {
             .stderr(log_file)
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
-        let mut moto = Self { child, port, log };
+        let mut moto = Self {
+            child,
+            port,
+            reached_at: port,
+            log,
+        };
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             if let Some(status) = moto.child.try_wait()? {
@@ -57,9 +64,22 @@ impl Moto {
         }
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Servers reach this moto through a proxy on `port` from now on.
+    pub fn reach_through(&mut self, port: u16) {
+        self.reached_at = port;
+    }
+
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
     /// The environment that points an S3 client (Sluice's or `s2 lite`'s) at this moto.
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        let endpoint = format!("http://127.0.0.1:{}", self.port);
+        let endpoint = format!("http://127.0.0.1:{}", self.reached_at);
         vec![
             ("AWS_ENDPOINT_URL_S3", endpoint.clone()),
             ("AWS_ENDPOINT_URL", endpoint),
@@ -73,9 +93,7 @@ impl Moto {
     /// Object writes so far: PUTs (whole objects and multipart parts) and POSTs (multipart
     /// starts and completions), the requests S3 bills as writes.
     pub fn object_writes(&self) -> Result<u64> {
-        let log = std::fs::read_to_string(&self.log)
-            .with_context(|| format!("cannot read {}", self.log.display()))?;
-        Ok(count_object_writes(&log))
+        object_writes_in(&self.log)
     }
 
     /// One unsigned request (moto accepts them); its status, or `None` if moto is not up.
@@ -105,6 +123,13 @@ impl Drop for Moto {
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.log);
     }
+}
+
+/// Object writes so far in the request log at `path`.
+pub fn object_writes_in(path: &Path) -> Result<u64> {
+    let log =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(count_object_writes(&log))
 }
 
 fn count_object_writes(log: &str) -> u64 {

@@ -12,6 +12,16 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_STORAGE_CLASS: &str = "express";
 pub const DEFAULT_RETENTION_AGE_SECS: u64 = 7 * 24 * 60 * 60;
 
+/// How soon a stream's appends are committed to the object store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StorageClass {
+    /// As soon as the commit cadence allows: the lowest ack latency.
+    Express,
+    /// Gathered for a while first: fewer, larger objects and fewer billed requests.
+    Standard,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RetentionPolicy {

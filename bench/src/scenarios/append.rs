@@ -14,6 +14,7 @@ use super::{
     check_batch_shape, counted_bar, create_stream, read_back, run_writer, timed_bar,
     unacked_batches_per_session, Ctx, WriterSpec, MIB,
 };
+use crate::moto::object_writes_in;
 use crate::report::{Latency, Outcome};
 use crate::server::{cpu_seconds, rss_mib};
 
@@ -69,6 +70,7 @@ pub async fn run(ctx: &Ctx, basin: &S2Basin) -> Result<Outcome> {
     let (bar, ticker) = timed_bar("append", duration, acked.clone(), "MiB acked", MIB);
     let stalls = tokio::spawn(stalled_seconds(acked.clone(), duration));
     let cpu_start = ctx.server_pid.and_then(cpu_seconds);
+    let writes_start = object_writes(ctx)?;
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = Vec::with_capacity(writers);
@@ -120,6 +122,9 @@ pub async fn run(ctx: &Ctx, basin: &S2Basin) -> Result<Outcome> {
         }
     }
     let elapsed = started.elapsed();
+    let writes_during = object_writes(ctx)?
+        .zip(writes_start)
+        .map(|(end, start)| end - start);
     // Before reading back, which makes the server hold more.
     let rss_end = ctx.server_pid.and_then(rss_mib);
     let cpu_used = ctx
@@ -160,6 +165,14 @@ pub async fn run(ctx: &Ctx, basin: &S2Basin) -> Result<Outcome> {
         outcome.extra.insert(
             "server_cpu_ms_per_mib".to_owned(),
             cpu * 1e3 / (bytes as f64 / MIB as f64).max(1e-9),
+        );
+    }
+    if let Some(writes) = writes_during {
+        // While the writers ran, not counting set-up and read-back: at a paced load, what
+        // the server bills per second.
+        outcome.extra.insert(
+            "object_writes_per_s".to_owned(),
+            writes as f64 / elapsed.as_secs_f64().max(1e-9),
         );
     }
     if let Some(rss) = rss_end {
@@ -205,4 +218,9 @@ async fn stalled_seconds(acked: Arc<AtomicU64>, duration: std::time::Duration) -
         last = now;
     }
     stalled
+}
+
+/// The object writes the server's moto has logged so far, if it has one.
+fn object_writes(ctx: &Ctx) -> Result<Option<u64>> {
+    ctx.moto_log.as_deref().map(object_writes_in).transpose()
 }

@@ -95,6 +95,8 @@ pub struct Ctx {
     pub quick: bool,
     /// The server's pid, for RSS readings.
     pub server_pid: Option<u32>,
+    /// The request log of the moto the server writes to, to count its object writes.
+    pub moto_log: Option<std::path::PathBuf>,
 }
 
 impl Ctx {

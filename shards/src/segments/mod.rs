@@ -7,12 +7,15 @@
 //! - [`writer`]: each shard's open segment and its group commit (PUT, then index, then ack).
 //! - [`reader`]: reads through the index, ranged GETs and the shard's cache of recent runs.
 //! - [`reclaim`]: deleting segments nothing live points into, and orphans of crashes.
+//! - [`log`]: the server-wide commit log that replaces the per-shard writer (decision
+//!   0011): its pure decisions so far.
 //!
 //! Must never: let a reader see a run that no durable index entry points to, overwrite a
 //! segment object, or delete one that a durable index entry still points to.
 
 pub mod format;
 pub mod index;
+pub(crate) mod log;
 pub(crate) mod reader;
 pub(crate) mod reclaim;
 pub(crate) mod writer;
