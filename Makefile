@@ -78,13 +78,12 @@ bench-compare-disk: bench-deps bench-s2
 	./target/release/sluice-bench compare --a "$(SLUICE_BENCH_CMD) --local-root {dir}" --b "s2 lite --port {port} --local-root {dir}" --rounds 3 --scenarios append-64k-100,append-100b-100,sustained-64k-100
 
 # Both servers on a fresh moto bucket each; one round, since moto serves reads back slowly.
-# Sluice runs twice: with its default (no linger) and with a 250 ms segment linger. Then the
-# paced light loads with 10 ms added each way between server and store (as a real bucket
-# answers), Sluice at 2 and 8 shards against `s2 lite`: ack latency and object writes/s.
+# Then the paced light loads with 10 ms added each way between server and store (as a real
+# bucket answers), Sluice at 2 and 8 shards against `s2 lite`: ack latency and object
+# writes/s; and Sluice's standard storage class.
 STORE_LATENCY_MS ?= 10
 bench-compare-moto: bench-deps bench-s2 $(VENV_READY)
 	./target/release/sluice-bench compare --a "$(SLUICE_BENCH_CMD) --bucket {bucket}" --b "s2 lite --port {port} --bucket {bucket}" --rounds 1 --scenarios sustained-64k-100 --moto $(MOTO)
-	./target/release/sluice-bench compare --a "$(SLUICE_BENCH_CMD) --bucket {bucket} --segment-linger-ms 250" --rounds 1 --scenarios sustained-64k-100 --moto $(MOTO)
 	./target/release/sluice-bench compare --a "$(SLUICE_BENCH_CMD) --bucket {bucket} --shards 2" --b "s2 lite --port {port} --bucket {bucket}" --rounds 1 --scenarios paced-1k-100,paced-1k-1000 --moto $(MOTO) --store-latency-ms $(STORE_LATENCY_MS)
 	./target/release/sluice-bench compare --a "$(SLUICE_BENCH_CMD) --bucket {bucket} --shards 8" --rounds 1 --scenarios paced-1k-100,paced-1k-1000 --moto $(MOTO) --store-latency-ms $(STORE_LATENCY_MS)
 

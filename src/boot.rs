@@ -76,7 +76,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 cors: !cli.no_cors,
                 append_inflight_bytes: cli.append_inflight_bytes,
                 deletion_delay_ms: cli.deletion_delay_ms,
-                segment_linger_ms: cli.segment_linger_ms,
                 drain_grace_ms: cli.drain_grace_ms,
             }),
         },
@@ -88,7 +87,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         append_inflight_bytes: cli.append_inflight_bytes,
         clock: sluice_shards::clock::Clock::system(),
         deletion_delay: cli.deletion_delay(),
-        segment_linger: cli.segment_linger(),
         verified_tokens_max: usize::try_from(cli.verified_tokens).unwrap_or(usize::MAX),
         ..EngineOptions::default()
     };

@@ -72,12 +72,6 @@ pub struct Cli {
     #[arg(long, env = "SLUICE_DELETION_DELAY_MS", default_value_t = 2000)]
     pub deletion_delay_ms: u64,
 
-    /// How long a shard with nothing in flight lets appends gather before it writes them
-    /// out, in milliseconds. 0 writes at once (the lowest ack latency); on a bucket, a few
-    /// hundred milliseconds means fewer, larger objects and fewer billed requests.
-    #[arg(long, env = "SLUICE_SEGMENT_LINGER_MS", default_value_t = 0)]
-    pub segment_linger_ms: u64,
-
     /// On SIGTERM, how long to keep serving with `/health` failing before the drain starts,
     /// in milliseconds: time for load balancers to notice and stop sending new requests.
     #[arg(long, env = "SLUICE_DRAIN_GRACE_MS", default_value_t = 0)]
@@ -124,10 +118,6 @@ impl Cli {
 
     pub fn deletion_delay(&self) -> Duration {
         Duration::from_millis(self.deletion_delay_ms)
-    }
-
-    pub fn segment_linger(&self) -> Duration {
-        Duration::from_millis(self.segment_linger_ms)
     }
 
     pub fn drain_grace(&self) -> Duration {

@@ -22,6 +22,16 @@ pub enum StorageClass {
     Standard,
 }
 
+impl StorageClass {
+    /// The class a stream config names; `express` for any other name.
+    pub fn named(name: &str) -> StorageClass {
+        match name {
+            "standard" => StorageClass::Standard,
+            _ => StorageClass::Express,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RetentionPolicy {

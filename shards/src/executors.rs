@@ -10,6 +10,8 @@ use glommio::{CpuSet, LocalExecutorBuilder, Placement as CorePlacement};
 
 use crate::mesh::Mesh;
 use crate::placement::Placement;
+use crate::segments::log::committer;
+use crate::segments::log::recover::recover;
 use crate::shard::{EngineOptions, Shard};
 use crate::storage::Storage;
 
@@ -38,12 +40,18 @@ where
 {
     let placement = Placement::new(shard_count);
     let (mesh, inboxes) = Mesh::new(shard_count);
+    // Before any shard serves: fence the log and replay what the index lacks.
+    let start = storage
+        .runtime()
+        .block_on(recover(&storage, &options.clock))
+        .map_err(|e| io::Error::other(format!("recovering the log: {e}")))?;
+    let links = committer::start(&storage, options.clock.clone(), shard_count, start);
     let cpus: Vec<usize> = CpuSet::online()
         .map(|set| set.iter().map(|c| c.cpu).collect())
         .unwrap_or_default();
     let pin = cpus.len() >= shard_count;
     let mut handles = Vec::with_capacity(shard_count);
-    for (id, inbox) in inboxes.into_iter().enumerate() {
+    for (id, (inbox, link)) in inboxes.into_iter().zip(links).enumerate() {
         let core = if pin {
             CorePlacement::Fixed(cpus[id])
         } else {
@@ -61,7 +69,7 @@ where
             .preempt_timer(PREEMPT_TIMER)
             .io_memory(DMA_IO_MEMORY)
             .spawn(move || async move {
-                let shard = Shard::start(id, placement, mesh, inbox, storage, options);
+                let shard = Shard::start(id, placement, mesh, inbox, storage, options, link);
                 front(shard).await;
             })
             .map_err(|e| io::Error::other(e.to_string()))?;

@@ -18,6 +18,7 @@ use crate::mesh::{Inbox, Job, Mesh};
 use crate::metrics::{ShardGauges, ShardMetrics};
 use crate::names::{BasinName, StreamName};
 use crate::placement::{Placement, ShardId};
+use crate::segments::log::committer::ShardLink;
 use crate::segments::reader::{SegmentCache, SEGMENT_CACHE_BYTES_MAX};
 use crate::segments::writer::SegmentWriter;
 use crate::storage::Storage;
@@ -48,9 +49,6 @@ pub struct EngineOptions {
     pub deletion_delay: Duration,
     /// Bytes of recent runs each shard keeps in memory for readers near the tail.
     pub segment_cache_bytes: usize,
-    /// How long an idle shard lets appends gather before it seals a segment (see
-    /// `segments::writer`). Zero seals at once: the lowest latency, and the most PUTs.
-    pub segment_linger: Duration,
     /// Streams whose state one shard keeps loaded; beyond it, idle ones are unloaded,
     /// least recently used first, and reloaded from storage when next used.
     pub streamers_max: usize,
@@ -68,7 +66,6 @@ impl Default for EngineOptions {
             clock: Clock::system(),
             deletion_delay: Duration::from_secs(2),
             segment_cache_bytes: SEGMENT_CACHE_BYTES_MAX,
-            segment_linger: Duration::ZERO,
             streamers_max: STREAMERS_LOADED_MAX,
             jobs_in_flight_max: JOBS_IN_FLIGHT_MAX,
             verified_tokens_max: crate::tokens::VERIFIED_CACHE_MAX,
@@ -110,18 +107,13 @@ impl Shard {
         inbox: Inbox,
         storage: Storage,
         options: EngineOptions,
+        log: ShardLink,
     ) -> Rc<Shard> {
         let admission_units =
             (options.append_inflight_bytes / placement.shard_count() as u64).max(1);
         let segment_cache = Rc::new(RefCell::new(SegmentCache::new(options.segment_cache_bytes)));
         let metrics = Rc::new(storage.metrics().shard(id));
-        let segment_writer = SegmentWriter::start(
-            storage.clone(),
-            options.clock.clone(),
-            segment_cache.clone(),
-            options.segment_linger,
-            metrics.clone(),
-        );
+        let segment_writer = SegmentWriter::start(log, segment_cache.clone(), metrics.clone());
         let shard = Rc::new(Shard {
             id,
             metrics,

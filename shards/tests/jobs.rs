@@ -43,14 +43,20 @@ fn running_on_shard_1(storage: &Storage) -> u64 {
     line.rsplit(' ').next().unwrap().parse().unwrap()
 }
 
+fn standard() -> StreamConfigSpec {
+    StreamConfigSpec {
+        storage_class: Some("standard".to_owned()),
+        ..StreamConfigSpec::default()
+    }
+}
+
 #[test]
 fn a_shard_runs_at_most_the_bound_of_jobs_and_the_rest_wait_their_turn() {
     let options = EngineOptions {
         jobs_in_flight_max: BOUND,
-        // One admission unit per shard, and a linger that holds each commit back: every
+        // One admission unit per shard, and a standard stream whose commits wait: every
         // append's job waits for the append before it to be acknowledged.
         append_inflight_bytes: 2,
-        segment_linger: Duration::from_millis(200),
         ..EngineOptions::default()
     };
     common::on_two_shards(
@@ -63,7 +69,7 @@ fn a_shard_runs_at_most_the_bound_of_jobs_and_the_rest_wait_their_turn() {
                 .await
                 .unwrap();
             shard
-                .create_stream(basin(), stream.clone(), StreamConfigSpec::default(), None)
+                .create_stream(basin(), stream.clone(), standard(), None)
                 .await
                 .unwrap();
 

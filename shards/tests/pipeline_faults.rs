@@ -1,5 +1,6 @@
-//! The append pipeline under storage faults: an object store that starts refusing
-//! write-ahead-log uploads while appends are in flight.
+//! The append pipeline under storage faults: an object store that starts refusing the
+//! log's commits while appends are in flight, one that fails a commit between two that
+//! succeed, and one that refuses SlateDB's own uploads (which appends no longer wait for).
 //!
 //! What must hold: acknowledgements form a dense prefix (no ack after a failure), the
 //! failed appends and everything after them fail, the tail falls back to the last durable
@@ -20,6 +21,7 @@ use slatedb::object_store::ObjectStore;
 use sluice_shards::config::{BasinConfig, StreamConfigSpec};
 use sluice_shards::names::{BasinName, StreamName};
 use sluice_shards::records::{AppendBatch, AppendRecord, SequencedRecord};
+use sluice_shards::segments::EXPRESS_COMMIT_SPACING_MS;
 use sluice_shards::streamer::AutoCreate;
 use sluice_shards::{EngineOptions, Shard};
 
@@ -82,9 +84,9 @@ fn a_failed_write_fails_the_rest_of_the_pipeline_and_loses_nothing_acknowledged(
                         .unwrap();
                     results.push(pending.wait().await.map(|ack| ack.start.seq_num));
                 }
-                // From here every WAL upload fails; submit without waiting, so all are in
+                // From here every commit fails; submit without waiting, so all are in
                 // flight together.
-                fault.store(Fault::IndexWriteFails as u8, Ordering::SeqCst);
+                fault.store(Fault::SegmentPutFails as u8, Ordering::SeqCst);
                 let mut pending = Vec::new();
                 for i in DURABLE_FIRST..DURABLE_FIRST + IN_FLIGHT {
                     match shard
@@ -159,35 +161,21 @@ fn a_failed_write_fails_the_rest_of_the_pipeline_and_loses_nothing_acknowledged(
     }
 }
 
-fn big_record(i: usize) -> AppendBatch {
-    let record = AppendRecord {
-        timestamp: None,
-        headers: Vec::new(),
-        body: Bytes::from(vec![b'a' + (i % 26) as u8; 1_000_000]),
-    };
-    AppendBatch::new(vec![record], None, None).unwrap()
-}
-
-/// Three segments' PUTs finish while the index write before them is still in flight, and
-/// the middle one fails. The writer then has [ok, failed, ok] of one stream to index in one
-/// write: the third must not be indexed, since its records would sit behind the gap the
-/// failed one leaves (its run still looks current until the first one's ack releases the
-/// failure).
+/// Three commits of one stream are in flight at once and the middle one fails, while the
+/// third succeeds: commits resolve in position order, so the third's appends fail too (its
+/// records would sit behind the gap), and after a restart the stream ends at its last ack.
 #[test]
-fn a_failed_put_between_two_that_succeeded_leaves_no_gap() {
+fn a_failed_commit_between_two_that_succeeded_leaves_no_gap() {
     let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let fault = Arc::new(AtomicU8::new(Fault::None as u8));
     let store = Arc::new(FaultyStore::new(inner.clone(), fault));
-    let (hold_wal, fail_put, puts) = (
-        store.hold_wal.clone(),
+    let (hold, fail_put, puts) = (
+        store.hold_segment_puts.clone(),
         store.fail_segment_put.clone(),
         store.segment_puts.clone(),
     );
-    // Segments: the first append's; then, with the index write of the second append's
-    // held, one for the first large appends, then one of about 9 MB at a time.
-    const LARGE: usize = 30;
     let (results, tail) = common::on_one_shard(store, EngineOptions::default(), move |shard| {
-        let (hold_wal, fail_put, puts) = (hold_wal.clone(), fail_put.clone(), puts.clone());
+        let (hold, fail_put, puts) = (hold.clone(), fail_put.clone(), puts.clone());
         async move {
             let (basin, stream) = create_the_stream(&shard).await;
             let append = |batch| {
@@ -200,31 +188,29 @@ fn a_failed_put_between_two_that_succeeded_leaves_no_gap() {
                 }
             };
             append(one_record(0)).await.wait().await.unwrap();
+            hold.store(true, Ordering::SeqCst);
             let before = puts.load(Ordering::SeqCst);
-            // The third segment from here fails: [held index] [large..] [9 large] [9 large].
-            fail_put.store(before + 3, Ordering::SeqCst);
-            hold_wal.store(true, Ordering::SeqCst);
-            let mut pending = vec![append(one_record(1)).await];
-            for i in 0..LARGE {
-                pending.push(append(big_record(i)).await);
-                // Let the committer seal what is due before the next one arrives.
-                glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
+            // The second of the three commits fails.
+            fail_put.store(before + 2, Ordering::SeqCst);
+            let mut pending = Vec::new();
+            for i in 1..4 {
+                pending.push(append(one_record(i)).await);
+                // Past the commit spacing, so each append is a commit of its own.
+                glommio::timer::sleep(std::time::Duration::from_millis(
+                    3 * EXPRESS_COMMIT_SPACING_MS,
+                ))
+                .await;
             }
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-            while puts.load(Ordering::SeqCst) < before + 4 {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the PUTs did not finish: {} of {}",
-                    puts.load(Ordering::SeqCst) - before,
-                    4
-                );
-                glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
-            }
-            hold_wal.store(false, Ordering::SeqCst);
+            hold.store(false, Ordering::SeqCst);
             let mut results = Vec::new();
             for p in pending {
                 results.push(p.wait().await.map(|ack| ack.end.seq_num));
             }
+            assert_eq!(
+                puts.load(Ordering::SeqCst),
+                before + 3,
+                "three commits were in flight"
+            );
             let tail = shard
                 .check_tail(basin, stream, AutoCreate::No)
                 .await
@@ -233,22 +219,15 @@ fn a_failed_put_between_two_that_succeeded_leaves_no_gap() {
             (results, tail)
         }
     });
-    let acked = results.iter().take_while(|r| r.is_ok()).count();
     assert!(
-        results[acked..].iter().all(|r| r.is_err()),
-        "nothing after the failure is acknowledged: {results:?}"
+        results[0].is_ok(),
+        "the first commit succeeded: {results:?}"
     );
     assert!(
-        acked >= 2,
-        "the held append and the first large one are acknowledged: {results:?}"
+        results[1].is_err() && results[2].is_err(),
+        "the failed commit and the one after it fail: {results:?}"
     );
-    assert!(
-        acked < results.len(),
-        "the failed PUT failed appends: {results:?}"
-    );
-    let durable = 1 + acked as u64;
-    assert_eq!(results[acked - 1].as_ref().ok(), Some(&durable));
-    assert_eq!(tail, durable);
+    assert_eq!(tail, 2, "the tail is the last acknowledged one");
 
     // After a restart the stream ends where its acks did, with every record readable.
     let (records, tail): (Vec<SequencedRecord>, u64) =
@@ -261,14 +240,63 @@ fn a_failed_put_between_two_that_succeeded_leaves_no_gap() {
                 .seq_num;
             (common::read_from(&shard, basin, stream, 0).await, tail)
         });
+    assert_eq!(tail, 2, "the durable tail is the last acknowledged one");
+    let bodies: Vec<Bytes> = records.iter().map(|r| r.body.clone()).collect();
     assert_eq!(
-        tail, durable,
-        "the durable tail is the last acknowledged one"
+        bodies,
+        vec![Bytes::from("record-0"), Bytes::from("record-1")]
     );
-    assert_eq!(records.len() as u64, durable);
-    for (i, r) in records.iter().enumerate() {
-        assert_eq!(r.seq_num, i as u64, "no gap, no duplicate");
-    }
+}
+
+/// SlateDB's own uploads are held, so nothing of the index becomes durable: appends are
+/// acknowledged all the same once their commit is. Then those uploads fail, so the process
+/// ends with the index never made durable, as after a crash, and replay puts every
+/// acknowledged record back in place.
+#[test]
+fn appends_are_acknowledged_on_their_commit_alone_and_replayed_after_a_crash() {
+    let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let fault = Arc::new(AtomicU8::new(Fault::None as u8));
+    let store = Arc::new(FaultyStore::new(inner.clone(), fault.clone()));
+    let hold_wal = store.hold_wal.clone();
+    const APPENDS: usize = 30;
+    let acked = common::on_one_shard(store, EngineOptions::default(), move |shard| {
+        let (fault, hold_wal) = (fault.clone(), hold_wal.clone());
+        async move {
+            let (basin, stream) = create_the_stream(&shard).await;
+            hold_wal.store(true, Ordering::SeqCst);
+            let mut acked = Vec::new();
+            for i in 0..APPENDS {
+                let ack = shard
+                    .append(
+                        basin.clone(),
+                        stream.clone(),
+                        one_record(i),
+                        None,
+                        AutoCreate::No,
+                    )
+                    .await
+                    .unwrap()
+                    .wait()
+                    .await
+                    .expect("acknowledged without SlateDB's uploads");
+                acked.push(ack.start.seq_num);
+            }
+            fault.store(Fault::IndexWriteFails as u8, Ordering::SeqCst);
+            hold_wal.store(false, Ordering::SeqCst);
+            acked
+        }
+    });
+    assert_eq!(acked, (0..APPENDS as u64).collect::<Vec<_>>());
+    let records: Vec<SequencedRecord> =
+        common::on_one_shard(inner, EngineOptions::default(), |shard| async move {
+            let (basin, stream) = names();
+            common::read_from(&shard, basin, stream, 0).await
+        });
+    let bodies: Vec<Bytes> = records.iter().map(|r| r.body.clone()).collect();
+    let expected: Vec<Bytes> = (0..APPENDS)
+        .map(|i| Bytes::from(format!("record-{i}")))
+        .collect();
+    assert_eq!(bodies, expected, "every acknowledged record, in place");
 }
 
 /// How a session hands its two inputs after the failing one to the owner.

@@ -28,7 +28,7 @@ use sluice_shards::config::{BasinConfig, RetentionPolicy, StreamConfigSpec};
 use sluice_shards::names::{BasinName, StreamName};
 use sluice_shards::records::{AppendBatch, AppendRecord, Header, SequencedRecord};
 use sluice_shards::segments::index::BatchEntry;
-use sluice_shards::segments::SWEEP_SEGMENTS_PER_TICK;
+use sluice_shards::segments::{STANDARD_LINGER_MS, SWEEP_SEGMENTS_PER_TICK};
 use sluice_shards::storage::keys::{self, KeyKind};
 use sluice_shards::storage::Storage;
 use sluice_shards::streamer::{AutoCreate, ReadItem, ReadLimits, ReadRequest, ReadStart};
@@ -160,11 +160,12 @@ fn read_all(store: Arc<dyn ObjectStore>) -> Vec<Vec<SequencedRecord>> {
     })
 }
 
-/// The checks every write fault shares. `exact`: nothing unacknowledged may be visible
-/// after reopening (true when the failed write cannot have landed). `resumes`: once the
-/// store works again the stream appends at its durable tail without a restart (SlateDB
-/// keeps a failed WAL write's error until it is reopened, so index write faults do not).
-fn check_write_fault(kind: Fault, exact: bool, resumes: bool) -> Arc<FaultyStore> {
+/// The checks every commit fault shares: the failed appends and everything after them
+/// fail with storage errors, the tail falls back, appending resumes at the durable tail
+/// once the store works again, and after reopening each stream holds exactly what was
+/// acknowledged (a failed commit is never indexed, and the live server's index batch,
+/// durable at the close, carries the watermark past it).
+fn check_write_fault(kind: Fault) -> Arc<FaultyStore> {
     let fault = Arc::new(AtomicU8::new(0));
     let (inner, store) = faulty(&fault);
     let (results, tails, after) = run_under_fault(store.clone(), fault, kind);
@@ -196,22 +197,13 @@ fn check_write_fault(kind: Fault, exact: bool, resumes: bool) -> Arc<FaultyStore
             tails[i], n as u64,
             "{kind:?}: the tail fell back to the durable one"
         );
-        if resumes {
-            assert_eq!(
-                after[i].as_ref().ok(),
-                Some(&(n as u64)),
-                "{kind:?}: appending resumes at the durable tail: {:?}",
-                after[i]
-            );
-            acked.push(n + 1);
-        } else {
-            assert!(
-                matches!(after[i], Err(EngineError::Storage(_))),
-                "{kind:?}: a clear storage error until the restart: {:?}",
-                after[i]
-            );
-            acked.push(n);
-        }
+        assert_eq!(
+            after[i].as_ref().ok(),
+            Some(&(n as u64)),
+            "{kind:?}: appending resumes at the durable tail: {:?}",
+            after[i]
+        );
+        acked.push(n + 1);
     }
     let stored = read_all(inner);
     for (i, records) in stored.iter().enumerate() {
@@ -219,13 +211,11 @@ fn check_write_fault(kind: Fault, exact: bool, resumes: bool) -> Arc<FaultyStore
             records.len() >= acked[i],
             "{kind:?}: stream {i} lost acknowledged records"
         );
-        if exact {
-            assert_eq!(
-                records.len(),
-                acked[i],
-                "{kind:?}: stream {i} shows unacknowledged records"
-            );
-        }
+        assert_eq!(
+            records.len(),
+            acked[i],
+            "{kind:?}: stream {i} shows unacknowledged records"
+        );
         for (seq, r) in records.iter().enumerate() {
             assert_eq!(r.seq_num, seq as u64, "{kind:?}: no gap, no duplicate");
             assert_eq!(r.body, body(i, seq), "{kind:?}: byte for byte");
@@ -236,12 +226,12 @@ fn check_write_fault(kind: Fault, exact: bool, resumes: bool) -> Arc<FaultyStore
 
 #[test]
 fn a_failed_segment_put_fails_its_appends_and_hides_them() {
-    check_write_fault(Fault::SegmentPutFails, true, true);
+    check_write_fault(Fault::SegmentPutFails);
 }
 
 #[test]
 fn a_segment_put_that_lands_but_reports_failure_is_never_read_and_is_reclaimed() {
-    let store = check_write_fault(Fault::SegmentPutLies, true, true);
+    let store = check_write_fault(Fault::SegmentPutLies);
     let lied = store.lied_about.lock().unwrap().clone();
     assert!(!lied.is_empty(), "the fault hit segment PUTs");
     // The store reopened by `read_all` sweeps what it finds; give it a run of its own.
@@ -268,13 +258,6 @@ fn a_segment_put_that_lands_but_reports_failure_is_never_read_and_is_reclaimed()
         left.is_empty(),
         "objects of failed PUTs were never reclaimed: {left:?}"
     );
-}
-
-#[test]
-fn a_failed_index_write_fails_its_appends_and_loses_nothing_acknowledged() {
-    // A failed index write may still land, so unacknowledged records may show after a
-    // restart, but only as a dense continuation of what was acknowledged.
-    check_write_fault(Fault::IndexWriteFails, false, false);
 }
 
 #[test]
@@ -612,42 +595,73 @@ fn the_sweep_pages_through_more_segments_than_one_step_reads() {
     assert_eq!(left, 0, "segments beyond the first page were reclaimed too");
 }
 
+/// Standard appends wait for the linger and share one commit; an express append takes
+/// the standard ones waiting with it at once; a full commit does not wait.
 #[test]
-fn the_linger_gathers_appends_into_one_segment_but_a_full_segment_does_not_wait() {
-    const LINGER: Duration = Duration::from_secs(2);
+fn standard_appends_gather_into_one_commit_and_ride_an_express_one() {
+    let linger = Duration::from_millis(STANDARD_LINGER_MS);
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let options = EngineOptions {
-        segment_linger: LINGER,
-        ..EngineOptions::default()
-    };
     let observed = store.clone();
-    common::on_one_shard(store, options, move |shard| {
+    common::on_one_shard(store, EngineOptions::default(), move |shard| {
         let store = observed.clone();
         async move {
-            setup(&shard, StreamConfigSpec::default(), 3).await;
+            let standard = StreamConfigSpec {
+                storage_class: Some("standard".to_owned()),
+                ..StreamConfigSpec::default()
+            };
+            setup(&shard, standard, 3).await;
+            shard
+                .create_stream(basin(), stream(3), StreamConfigSpec::default(), None)
+                .await
+                .unwrap();
+            let appended = |streams: std::ops::Range<usize>, gap: Duration| {
+                let shard = shard.clone();
+                async move {
+                    let mut pending = Vec::new();
+                    for i in streams {
+                        let p = shard.append(basin(), stream(i), batch(i, 0), None, AutoCreate::No);
+                        pending.push(p.await.unwrap());
+                        glommio::timer::sleep(gap).await;
+                    }
+                    pending
+                }
+            };
+
             let before = segment_names(&store).await.len();
             let started = Instant::now();
-            let mut pending = Vec::new();
-            for i in 0..3 {
-                let p = shard.append(basin(), stream(i), batch(i, 0), None, AutoCreate::No);
-                pending.push(p.await.unwrap());
-                glommio::timer::sleep(Duration::from_millis(100)).await;
+            for p in appended(0..3, Duration::from_millis(50)).await {
+                p.wait().await.unwrap();
             }
+            let took = started.elapsed();
+            assert!(
+                took >= linger,
+                "standard appends acked after {took:?}, within the linger"
+            );
+            assert_eq!(
+                segment_names(&store).await.len(),
+                before + 1,
+                "three standard appends within the linger share one commit"
+            );
+
+            let before = segment_names(&store).await.len();
+            let started = Instant::now();
+            let mut pending = appended(0..3, Duration::ZERO).await;
+            pending.extend(appended(3..4, Duration::ZERO).await);
             for p in pending {
                 p.wait().await.unwrap();
             }
             let took = started.elapsed();
             assert!(
-                took >= LINGER,
-                "acked after {took:?}, before the linger ended"
+                took < linger,
+                "standard appends with an express one acked after {took:?}: they waited"
             );
             assert_eq!(
                 segment_names(&store).await.len(),
                 before + 1,
-                "three appends within the linger share one segment"
+                "the express commit carried the standard appends"
             );
 
-            // 10 MiB is past SEGMENT_TARGET_BYTES (8 MiB): sealed without waiting.
+            // 10 MiB is past COMMIT_TARGET_BYTES (8 MiB): committed without waiting.
             let started = Instant::now();
             let mut pending = Vec::new();
             for n in 0..40u8 {
@@ -659,8 +673,8 @@ fn the_linger_gathers_appends_into_one_segment_but_a_full_segment_does_not_wait(
             first.wait().await.unwrap();
             let took = started.elapsed();
             assert!(
-                took < LINGER / 2,
-                "the first of 10 MiB of appends was acked after {took:?}: a full segment waited"
+                took < linger,
+                "the first of 10 MiB of standard appends was acked after {took:?}: a full commit waited"
             );
             for p in pending {
                 p.wait().await.unwrap();

@@ -23,6 +23,9 @@ use crate::storage::keys::{self, KeyKind};
 const DELETE_PAGE_KEYS: usize = 10_000;
 const DELETE_PAGE_BYTES: usize = 8 * 1024 * 1024;
 
+/// How often a cleanup waiting for the log's index to become durable looks again.
+const LOG_DURABLE_POLL: Duration = Duration::from_millis(100);
+
 /// Back-off after a failed cleanup step, before trying again.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 
@@ -71,6 +74,9 @@ impl Shard {
         let mut batch = WriteBatch::new();
         if let Some(meta) = self.stream_meta(basin, stream).await? {
             if meta.deleted_at.is_some() {
+                // A run of the stream in a commit the durable watermark has not passed would
+                // be replayed into the index after a crash, behind this cleanup.
+                self.until_log_durable(self.storage.log_applied()).await;
                 let id = meta.id.0;
                 self.drop_runs(id, None).await?;
                 // Timestamp entries of runs whose index write failed and never landed
@@ -88,6 +94,14 @@ impl Shard {
         self.metrics().job_done(Job::StreamDeletion);
         info!(%basin, %stream, "stream removed");
         Ok(())
+    }
+
+    /// Wait until the log's index is durable through `position`: within
+    /// `storage::INDEX_FLUSH_INTERVAL` while the store answers.
+    async fn until_log_durable(&self, position: u64) {
+        while self.storage.log_durable() < position {
+            glommio::timer::sleep(LOG_DURABLE_POLL).await;
+        }
     }
 
     /// Delete every key in `range`, a page at a time. Each page starts after the last key

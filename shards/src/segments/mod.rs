@@ -20,8 +20,25 @@ pub(crate) mod reader;
 pub(crate) mod reclaim;
 pub(crate) mod writer;
 
+pub use log::core::{
+    COMMITS_IN_FLIGHT_MAX, COMMIT_BYTES_MAX, COMMIT_TARGET_BYTES, EXPRESS_COMMIT_SPACING_MS,
+    STANDARD_LINGER_MS,
+};
 pub use reclaim::SWEEP_SEGMENTS_PER_TICK;
 
-/// A segment's identity: the process's random boot id (high 64 bits) and a counter.
+/// A segment's identity: the process's random boot id (high 64 bits) and a counter, or,
+/// for the commits of the log, 0 and the log position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SegmentId(pub u128);
+
+impl SegmentId {
+    /// The commit at log `position`.
+    pub fn log(position: u64) -> SegmentId {
+        SegmentId(u128::from(position))
+    }
+
+    /// Its log position, if it is a commit of the log.
+    pub fn log_position(self) -> Option<u64> {
+        ((self.0 >> 64) == 0).then_some(self.0 as u64)
+    }
+}

@@ -11,7 +11,11 @@
 //!   segment's references only ever decrease once its record exists (both are written in
 //!   one batch), so a segment seen empty stays empty.
 //! - At start, objects that have no segment record and were not named by this process are
-//!   orphans of a crash between a PUT and its index write, and are deleted.
+//!   orphans, and are deleted: a compaction's copy whose index write never happened, or a
+//!   commit of the log at or below the durable watermark (above it, start-up replay has
+//!   written a record for every position, and later ones are this process's own).
+//! - A commit of the log is deleted or compacted only once the durable watermark has passed
+//!   it (decision 0011): until then a crash would replay it.
 //! - Compaction bounds space amplification: a segment of at least [`COMPACT_MIN_BYTES`]
 //!   whose live bytes fall below [`COMPACT_LIVE_PERCENT`] of its size has its live runs
 //!   copied, as they are, into a new segment; one transaction then re-points each run whose
@@ -164,6 +168,9 @@ impl Shard {
             .await?;
         let mut refs = refs.into_iter().peekable();
         let now = self.clock.now_millis();
+        // A commit above the durable watermark may be replayed after a crash: it stays, and
+        // its runs stay where they are, until the watermark passes it.
+        let durable = self.storage.log_durable();
         let mut expired = WriteBatch::new();
         let mut empty = Vec::new();
         let mut sparse = Vec::new();
@@ -199,6 +206,12 @@ impl Shard {
                     live_bytes += u64::from(entry.length);
                     live.push(LiveRun { id, entry, value });
                 }
+            }
+            if SegmentId(segment)
+                .log_position()
+                .is_some_and(|p| p > durable)
+            {
+                continue;
             }
             if live_bytes == 0 {
                 empty.push((SegmentId(segment), record));
@@ -319,8 +332,13 @@ impl Shard {
                 _ => break,
             }
         }
+        let durable = self.storage.log_durable();
         for (segment, size) in self.storage.list_segments().await? {
-            if known.contains(&segment.0) || self.storage.is_this_boots(segment) {
+            let in_flight = match segment.log_position() {
+                Some(position) => position > durable,
+                None => self.storage.is_this_boots(segment),
+            };
+            if known.contains(&segment.0) || in_flight {
                 continue;
             }
             self.storage.delete_segment(segment).await?;

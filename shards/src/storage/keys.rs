@@ -16,6 +16,7 @@
 //! | 0x17 | `17 segment_id(16)`                          | segment record (`segments::index`) |
 //! | 0x18 | `18 id(16) last_seq(8)`                      | batch index entry (`segments::index`) |
 //! | 0x19 | `19 segment_id(16) id(16) last_seq(8)`       | segment reference (`segments::index`) |
+//! | 0x1a | `1a`                                         | log watermark (`segments::log`): position(8) epoch(8) |
 //!
 //! Record payloads are not here: they live in segment objects (`segments::format`), and a
 //! run of one stream's records is found through its `18` entry. `0x10` (records stored in
@@ -56,6 +57,7 @@ pub enum KeyKind {
     Segment = 0x17,
     BatchIndex = 0x18,
     SegmentRef = 0x19,
+    LogWatermark = 0x1a,
 }
 
 const SEPARATOR: u8 = 0x00;
@@ -161,6 +163,11 @@ pub fn batch_index_last_seq(key: &[u8]) -> Option<u64> {
 
 pub fn segment(segment_id: u128) -> Bytes {
     with_id(KeyKind::Segment, segment_id, &[])
+}
+
+/// The one key that says how far the log is indexed: every position up to it is.
+pub fn log_watermark() -> Bytes {
+    with_kind(KeyKind::LogWatermark, &[])
 }
 
 /// The segment id of a `17` or `19` key.

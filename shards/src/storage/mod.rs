@@ -26,6 +26,7 @@ use tokio::sync::Notify;
 
 use crate::error::StorageError;
 use crate::metrics::{Metrics, StorageMetrics, StorageOp};
+use crate::segments::log::commit;
 use crate::segments::SegmentId;
 
 /// Where the object store lives.
@@ -45,11 +46,13 @@ pub enum StorageLocation {
 /// Prefix of the environment variables that override SlateDB [`Settings`].
 pub const SLATEDB_ENV_PREFIX: &str = "SL8_";
 
-/// SlateDB's own periodic WAL flush, when `SL8_FLUSH_INTERVAL` is not set. Writes do not
-/// wait for it: every applied write wakes the group-commit flusher (below), which flushes at
-/// once and carries whatever arrived meanwhile in its next flush. The interval is only a
-/// backstop.
-const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+/// How long what the log's committer applies to the index may wait to be made durable:
+/// start-up replays the commits after the durable watermark, so this bounds that work, and
+/// it is the only cadence of SlateDB's own object writes under appends (decision 0011).
+/// Also SlateDB's periodic WAL flush, when `SL8_FLUSH_INTERVAL` is not set. Durable writes
+/// do not wait for it: each wakes the flusher (below), which flushes at once and carries
+/// whatever arrived meanwhile.
+pub const INDEX_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Longest a shard waits for any one storage operation (a read, a durable write, a segment
 /// PUT or GET) before it answers `unavailable`. The operation is cancelled; a write already
@@ -110,6 +113,7 @@ pub struct Sidecar {
     db: Arc<Db>,
     flush_wanted: Arc<Notify>,
     segments: Arc<SegmentStore>,
+    marks: Arc<LogMarks>,
     health: Arc<StoreHealth>,
     metrics: Arc<Metrics>,
 }
@@ -147,20 +151,37 @@ impl SegmentStore {
     }
 }
 
-/// Group commit: flush the WAL as soon as a write is applied. While one flush is in
-/// flight, later writes wait for the next, so a busy server flushes back to back with
-/// large WAL files and an idle one acknowledges a lone write after a single upload.
-async fn run_flusher(db: Arc<Db>, flush_wanted: Arc<Notify>) {
+/// How far the log is indexed: the last position whose index batch was applied, and the
+/// last one known durable. Written on the sidecar, read by the reclaimer and cleanups.
+#[derive(Debug, Default)]
+struct LogMarks {
+    applied: AtomicU64,
+    durable: AtomicU64,
+}
+
+/// Group commit: flush the WAL as soon as a durable write is applied. While one flush is
+/// in flight, later writes wait for the next, so a busy server flushes back to back with
+/// large WAL files and an idle one acknowledges a lone write after a single upload. The
+/// log's index batches do not ask for a flush: they ride the next one, or the one
+/// [`INDEX_FLUSH_INTERVAL`] after the last.
+async fn run_flusher(db: Arc<Db>, flush_wanted: Arc<Notify>, marks: Arc<LogMarks>) {
     let wal = FlushOptions {
         flush_type: FlushType::Wal,
     };
     loop {
-        flush_wanted.notified().await;
-        if let Err(e) = db.flush_with_options(wal.clone()).await {
-            if matches!(e.kind(), slatedb::ErrorKind::Closed(_)) {
-                return;
+        let asked = tokio::time::timeout(INDEX_FLUSH_INTERVAL, flush_wanted.notified())
+            .await
+            .is_ok();
+        let applied = marks.applied.load(Ordering::Acquire);
+        if !asked && applied == marks.durable.load(Ordering::Acquire) {
+            continue;
+        }
+        match db.flush_with_options(wal.clone()).await {
+            Ok(()) => {
+                marks.durable.fetch_max(applied, Ordering::AcqRel);
             }
-            tracing::warn!(error = %e, "WAL flush failed");
+            Err(e) if matches!(e.kind(), slatedb::ErrorKind::Closed(_)) => return,
+            Err(e) => tracing::warn!(error = %e, "WAL flush failed"),
         }
     }
 }
@@ -234,7 +255,7 @@ impl Sidecar {
             .enable_all()
             .build()?;
         let defaults = Settings {
-            flush_interval: Some(DEFAULT_FLUSH_INTERVAL),
+            flush_interval: Some(INDEX_FLUSH_INTERVAL),
             ..Settings::default()
         };
         let mut settings = Settings::from_env_with_default(SLATEDB_ENV_PREFIX, defaults)?;
@@ -253,7 +274,8 @@ impl Sidecar {
         })?;
         let db = Arc::new(db);
         let flush_wanted = Arc::new(Notify::new());
-        runtime.spawn(run_flusher(db.clone(), flush_wanted.clone()));
+        let marks = Arc::new(LogMarks::default());
+        runtime.spawn(run_flusher(db.clone(), flush_wanted.clone(), marks.clone()));
         let health = Arc::new(StoreHealth::default());
         runtime.spawn(run_probe(
             store.clone(),
@@ -265,7 +287,8 @@ impl Sidecar {
         let segments = Arc::new(SegmentStore {
             store,
             root: Path::from(format!("{path}-segments")),
-            boot_id: u64::from_be_bytes(boot_id),
+            // Boot id 0 names the log (`SegmentId::log`).
+            boot_id: u64::from_be_bytes(boot_id).max(1),
             next: AtomicU64::new(0),
         });
         Ok(Sidecar {
@@ -274,6 +297,7 @@ impl Sidecar {
             db,
             flush_wanted,
             segments,
+            marks,
             health,
             metrics: Arc::new(Metrics::new()),
         })
@@ -286,6 +310,7 @@ impl Sidecar {
             runtime: self.runtime.handle().clone(),
             flush_wanted: self.flush_wanted.clone(),
             segments: self.segments.clone(),
+            marks: self.marks.clone(),
             health: self.health.clone(),
             metrics: self.metrics.storage(),
             registry: self.metrics.clone(),
@@ -341,6 +366,55 @@ fn object_store_for(location: &StorageLocation) -> Result<Arc<dyn ObjectStore>, 
             Arc::new(builder.build()?)
         }
     })
+}
+
+/// Where a create-only PUT of a log object ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placed {
+    Created,
+    /// An object was there already, with this header.
+    Taken(commit::Head),
+}
+
+/// Create `path` with `payload`, never overwriting. The S3 client retries a create-only
+/// PUT whose connection was refused, but not one whose connect timed out (to it a timeout
+/// is a timeout). Either way the request never left this process, so it cannot have
+/// landed: it is tried again (the caller's bound ends it). A PUT that may have reached the
+/// store is not retried here.
+async fn create(
+    store: &dyn ObjectStore,
+    path: &Path,
+    payload: PutPayload,
+) -> Result<(), object_store::Error> {
+    let mut backoff = CONNECT_RETRY_BACKOFF_MIN;
+    loop {
+        let options = PutOptions::from(PutMode::Create);
+        match store.put_opts(path, payload.clone(), options).await {
+            Ok(_) => return Ok(()),
+            Err(e) if never_sent(&e) => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(CONNECT_RETRY_BACKOFF_MAX);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The header of the log object at `path`; `None` if there is none.
+async fn read_head(
+    store: &dyn ObjectStore,
+    path: &Path,
+) -> Result<Option<commit::Head>, StorageError> {
+    match store.get_range(path, 0..commit::HEADER_BYTES as u64).await {
+        Ok(bytes) => commit::decode_header(&bytes)
+            .map(Some)
+            .map_err(|e| StorageError::Corrupt {
+                key: path.to_string().into_bytes(),
+                reason: e.to_string(),
+            }),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Backoff between attempts of a segment PUT that never reached the store, doubling.
@@ -439,12 +513,19 @@ pub struct Storage {
     runtime: Handle,
     flush_wanted: Arc<Notify>,
     segments: Arc<SegmentStore>,
+    marks: Arc<LogMarks>,
     health: Arc<StoreHealth>,
     metrics: StorageMetrics,
     registry: Arc<Metrics>,
 }
 
 impl Storage {
+    /// The sidecar runtime: where the log's committer runs, and how start-up waits for
+    /// storage work.
+    pub(crate) fn runtime(&self) -> &Handle {
+        &self.runtime
+    }
+
     /// The registry every part of the server records into.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.registry
@@ -598,31 +679,126 @@ impl Storage {
     ) -> Result<(), StorageError> {
         let segments = self.segments.clone();
         self.on_sidecar(StorageOp::ObjectPut, async move {
-            let mut backoff = CONNECT_RETRY_BACKOFF_MIN;
-            loop {
-                let options = PutOptions::from(PutMode::Create);
-                match segments
-                    .store
-                    .put_opts(&segments.path(id), payload.clone(), options)
-                    .await
-                {
-                    // The client retried a PUT whose answer was lost, and the first attempt
-                    // had landed: segment names are never reused, so the object is ours.
-                    Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => return Ok(()),
-                    // The S3 client retries a create-only PUT whose connection was refused,
-                    // but not one whose connect timed out (to it a timeout is a timeout).
-                    // Either way the request never left this process, so it cannot have
-                    // landed: try again until STORE_WAIT_MAX runs out. A PUT that may have
-                    // reached the store is not retried here; it fails its appends.
-                    Err(e) if never_sent(&e) => {
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(CONNECT_RETRY_BACKOFF_MAX);
-                    }
-                    Err(e) => return Err(e.into()),
-                }
+            match create(&*segments.store, &segments.path(id), payload).await {
+                // The client retried a PUT whose answer was lost, and the first attempt
+                // had landed: segment names are never reused, so the object is ours.
+                Ok(()) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+                Err(e) => Err(e.into()),
             }
         })
         .await
+    }
+
+    /// Create the log object at `position`. If one is there already, its header says
+    /// whose it is: this writer's own earlier attempt (a retry whose first answer was
+    /// lost), or another writer's.
+    pub async fn put_log(
+        &self,
+        position: u64,
+        payload: PutPayload,
+    ) -> Result<Placed, StorageError> {
+        let segments = self.segments.clone();
+        self.on_sidecar(StorageOp::ObjectPut, async move {
+            let path = segments.path(SegmentId::log(position));
+            match create(&*segments.store, &path, payload).await {
+                Ok(()) => Ok(Placed::Created),
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    let head = read_head(&*segments.store, &path).await?.ok_or_else(|| {
+                        StorageError::Corrupt {
+                            key: path.to_string().into_bytes(),
+                            reason: "a log object said to exist is not there".to_owned(),
+                        }
+                    })?;
+                    Ok(Placed::Taken(head))
+                }
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
+    /// The header and manifest of the log object at `position`; `None` if there is none.
+    pub async fn read_log(
+        &self,
+        position: u64,
+    ) -> Result<Option<(commit::Head, Vec<commit::Entry>)>, StorageError> {
+        let segments = self.segments.clone();
+        self.on_sidecar(StorageOp::ObjectGet, async move {
+            let path = segments.path(SegmentId::log(position));
+            let Some(head) = read_head(&*segments.store, &path).await? else {
+                return Ok(None);
+            };
+            let corrupt = |reason: String| StorageError::Corrupt {
+                key: path.to_string().into_bytes(),
+                reason,
+            };
+            if head.position != position {
+                return Err(corrupt(format!("holds position {}", head.position)));
+            }
+            if head.manifest_len == 0 {
+                return Ok(Some((head, Vec::new())));
+            }
+            let range = commit::HEADER_BYTES as u64..head.runs_offset() as u64;
+            let manifest = segments.store.get_range(&path, range).await?;
+            let entries =
+                commit::decode_manifest(&head, manifest).map_err(|e| corrupt(e.to_string()))?;
+            Ok(Some((head, entries)))
+        })
+        .await
+    }
+
+    /// The log positions after `after` that hold an object, ascending.
+    pub async fn list_log(&self, after: u64) -> Result<Vec<u64>, StorageError> {
+        let segments = self.segments.clone();
+        self.on_sidecar_within(StorageOp::ObjectList, LIST_WAIT_MAX, async move {
+            let prefix = segments.path(SegmentId::log(0));
+            let prefix = Path::from_iter(prefix.parts().take(prefix.parts().count() - 1));
+            let offset = segments.path(SegmentId::log(after));
+            let listed: Vec<_> = segments
+                .store
+                .list_with_offset(Some(&prefix), &offset)
+                .try_collect()
+                .await?;
+            let mut positions: Vec<u64> = listed
+                .iter()
+                .filter_map(|meta| segments.id_of(&meta.location)?.log_position())
+                .filter(|&p| p > after)
+                .collect();
+            positions.sort_unstable();
+            Ok(positions)
+        })
+        .await
+    }
+
+    /// Apply one resolved commit's index batch, which carries the watermark `position`:
+    /// visible to reads at once, durable with the next WAL flush (a durable write's, or the
+    /// flusher's within [`INDEX_FLUSH_INTERVAL`]). Calls awaited one after another are
+    /// applied in that order.
+    pub async fn apply_index(&self, batch: WriteBatch, position: u64) -> Result<(), StorageError> {
+        let (db, marks) = (self.db.clone(), self.marks.clone());
+        self.on_sidecar(StorageOp::DbApply, async move {
+            db.write(batch).await?;
+            marks.applied.fetch_max(position, Ordering::AcqRel);
+            Ok(())
+        })
+        .await
+    }
+
+    /// The last log position whose index is durable.
+    pub fn log_durable(&self) -> u64 {
+        self.marks.durable.load(Ordering::Acquire)
+    }
+
+    /// The last log position whose index is applied (visible, perhaps not yet durable).
+    pub fn log_applied(&self) -> u64 {
+        self.marks.applied.load(Ordering::Acquire)
+    }
+
+    /// Record that the log is applied and durable through `position` (after start-up
+    /// replay wrote it durably).
+    pub fn set_log_durable(&self, position: u64) {
+        self.marks.applied.fetch_max(position, Ordering::AcqRel);
+        self.marks.durable.fetch_max(position, Ordering::AcqRel);
     }
 
     /// Bytes `range` of a segment object; an error unless exactly that many come back.

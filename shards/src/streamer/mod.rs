@@ -31,7 +31,7 @@ pub use read::{ReadItem, ReadLimits, ReadRequest, ReadSession, ReadStart};
 
 use crate::catalogue::StreamMeta;
 use crate::clock::Clock;
-use crate::config::{Cipher, RetentionPolicy, TimestampingMode};
+use crate::config::{Cipher, RetentionPolicy, StorageClass, TimestampingMode};
 use crate::crypto::{EncryptionKey, KeyMaterial, AES_GCM_SEQ_NUM_MAX};
 use crate::error::{EngineError, Result};
 use crate::names::{BasinName, StreamName};
@@ -389,6 +389,7 @@ impl Streamer {
             stream_id: id,
             generation: ticket.generation,
             ticket: ticket.number,
+            class: StorageClass::named(&s.meta.config.storage_class),
             first_seq_num: first,
             record_count,
             bytes: chunks.len(),

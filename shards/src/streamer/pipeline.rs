@@ -16,6 +16,7 @@
 //! - every submission gets exactly one outcome.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::codec::StreamState;
 use crate::error::{ConditionFailed, EngineError, Result};
@@ -53,6 +54,15 @@ struct Entry<T> {
     payload: T,
 }
 
+/// Generations are drawn from one counter for the whole process, so a stream's later
+/// generation is always greater than any earlier one, across unloading and reloading its
+/// streamer: the log's committer tells a late run of a failed generation by it.
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+
+fn fresh_generation() -> u64 {
+    NEXT_GENERATION.fetch_add(1, Ordering::Relaxed)
+}
+
 pub(crate) struct Pipeline<T> {
     /// Includes appends in flight: what the next append is checked and sequenced against.
     assigned: StreamState,
@@ -72,7 +82,7 @@ impl<T> Pipeline<T> {
             durable,
             inflight: VecDeque::new(),
             next_number: 0,
-            generation: 0,
+            generation: fresh_generation(),
         }
     }
 
@@ -226,7 +236,7 @@ impl<T> Pipeline<T> {
             error: error.clone(),
             payload: entry.payload,
         }));
-        self.generation += 1;
+        self.generation = fresh_generation();
         self.assigned = self.durable.clone();
     }
 }

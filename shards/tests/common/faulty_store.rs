@@ -44,10 +44,15 @@ pub struct FaultyStore {
     pub lied_about: Arc<Mutex<Vec<Path>>>,
     /// While set, WAL uploads (index writes) wait.
     pub hold_wal: Arc<AtomicBool>,
-    /// The segment PUT to fail, counting from 1 (0: none), whatever `fault` says.
+    /// While set, segment and log PUTs wait.
+    pub hold_segment_puts: Arc<AtomicBool>,
+    /// The segment PUT to fail, counting from 1 in the order they reach the store (0:
+    /// none), whatever `fault` says.
     pub fail_segment_put: Arc<AtomicUsize>,
     /// Segment PUTs answered so far, failed ones included.
     pub segment_puts: Arc<AtomicUsize>,
+    /// Segment PUTs that have reached the store so far.
+    segment_puts_started: AtomicUsize,
 }
 
 impl FaultyStore {
@@ -58,8 +63,10 @@ impl FaultyStore {
             fault,
             lied_about: Arc::default(),
             hold_wal: Arc::default(),
+            hold_segment_puts: Arc::default(),
             fail_segment_put: Arc::default(),
             segment_puts: Arc::default(),
+            segment_puts_started: AtomicUsize::new(0),
         }
     }
 
@@ -96,7 +103,10 @@ impl ObjectStore for FaultyStore {
     ) -> object_store::Result<PutResult> {
         let fault = self.fault();
         if is_segment(location) {
-            let n = self.segment_puts.load(Ordering::SeqCst) + 1;
+            let n = self.segment_puts_started.fetch_add(1, Ordering::SeqCst) + 1;
+            while self.hold_segment_puts.load(Ordering::SeqCst) {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
             let result = if fault == Fault::SegmentPutFails as u8
                 || n == self.fail_segment_put.load(Ordering::SeqCst)
             {

@@ -23,7 +23,6 @@ pub struct ServerInfo {
     pub cors: bool,
     pub append_inflight_bytes: u64,
     pub deletion_delay_ms: u64,
-    pub segment_linger_ms: u64,
     pub drain_grace_ms: u64,
 }
 

@@ -1,7 +1,7 @@
 //! Appends: unary (JSON or protobuf in; JSON or protobuf ack out) and S2S append sessions.
 
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
@@ -30,6 +30,8 @@ use sluice_shards::tokens::Operation;
 const APPEND_BODY_MAX_BYTES: usize = 8 * 1024 * 1024;
 /// Appends one S2S session may have awaiting acknowledgement before it reads more input.
 const SESSION_INFLIGHT_MAX: usize = 256;
+/// How long a session that has ended keeps reading (and dropping) what its client sends.
+const SESSION_DISCARD_MAX: Duration = Duration::from_secs(5);
 
 impl From<JsonError> for ApiError {
     fn from(e: JsonError) -> ApiError {
@@ -140,14 +142,19 @@ async fn session(
     let (slots_tx, slots) = mpsc::channel(SESSION_INFLIGHT_MAX);
     // Dropped when the acks end (a failure, or the client gone): input stops at once.
     let (acks_running, acks_ended) = oneshot::channel::<()>();
-    glommio::spawn_local(read_inputs(
+    let inputs = read_inputs(
         shard.clone(),
         access.clone(),
         appends,
         req.into_body(),
         slots_tx,
         acks_ended,
-    ))
+    );
+    glommio::spawn_local(async move {
+        if let Some(body) = inputs.await {
+            discard_rest(body).await;
+        }
+    })
     .detach();
     glommio::spawn_local(write_acks(
         shard.clone(),
@@ -165,7 +172,8 @@ async fn session(
 type Trip = Vec<(AppendBatch, Input)>;
 
 /// Decode the session's inputs and submit them, until the body ends, an input fails or
-/// is refused, the acks end (`acks_ended`) or the server drains.
+/// is refused, the acks end (`acks_ended`) or the server drains. Returns the body if the
+/// session ended before it did.
 async fn read_inputs(
     shard: Rc<Shard>,
     access: Access,
@@ -173,7 +181,7 @@ async fn read_inputs(
     mut body: Incoming,
     mut slots: mpsc::Sender<Slot>,
     mut acks_ended: oneshot::Receiver<()>,
-) {
+) -> Option<Incoming> {
     let places = Rc::new(Semaphore::new(SESSION_INFLIGHT_MAX as u64));
     let mut decoder = FrameDecoder::new();
     let mut trip = Trip::new();
@@ -188,14 +196,14 @@ async fn read_inputs(
                 let _ = slots
                     .send(Slot::Failed(ApiError::Engine(EngineError::Draining)))
                     .await;
-                return;
+                return Some(body);
             }
             // The session has ended with a failure, or the client is gone.
-            Either::Right((Either::Right(_), _)) => return,
+            Either::Right((Either::Right(_), _)) => return Some(body),
         };
         let chunk = match frame {
             None => break,
-            Some(Err(_)) => return,
+            Some(Err(_)) => return None,
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => data,
                 Err(_) => continue,
@@ -232,11 +240,11 @@ async fn read_inputs(
                 Ok(place) => place,
                 Err(_) => {
                     if !send_trip(&shard, &appends, &mut trip, &mut slots).await {
-                        return;
+                        return Some(body);
                     }
                     match places.acquire_static_permit(1).await {
                         Ok(place) => place,
-                        Err(_) => return,
+                        Err(_) => return Some(body),
                     }
                 }
             };
@@ -248,11 +256,11 @@ async fn read_inputs(
             trip.push((batch, input));
         }
         if !send_trip(&shard, &appends, &mut trip, &mut slots).await {
-            return;
+            return Some(body);
         }
         if let Some(e) = bad_input {
             let _ = slots.send(Slot::Failed(e)).await;
-            return;
+            return Some(body);
         }
     }
     if let Err(e) = decoder.finish() {
@@ -260,6 +268,17 @@ async fn read_inputs(
             .send(Slot::Failed(ApiError::BadFrame(e.to_string())))
             .await;
     }
+    None
+}
+
+/// Read and drop what the client still sends after its session ended, for at most
+/// [`SESSION_DISCARD_MAX`]: a client still writing inputs when the terminal frame comes
+/// then reads that frame, rather than a stream reset under its writes.
+async fn discard_rest(mut body: Incoming) {
+    let discarding = async { while let Some(Ok(_)) = body.frame().await {} };
+    let bound = glommio::timer::sleep(SESSION_DISCARD_MAX);
+    futures::pin_mut!(discarding, bound);
+    select(discarding, bound).await;
 }
 
 /// Append the trip's inputs in order with one trip to the owner and queue their acks.

@@ -25,16 +25,16 @@ use crate::config::StorageClass;
 
 /// Least time between the starts of two commits, unless [`COMMIT_TARGET_BYTES`] are
 /// waiting: what bounds object writes per second under any load (decision 0011).
-pub(crate) const EXPRESS_COMMIT_SPACING_MS: u64 = 35;
+pub const EXPRESS_COMMIT_SPACING_MS: u64 = 35;
 /// How long a `standard` append may wait for a commit to start.
-pub(crate) const STANDARD_LINGER_MS: u64 = 300;
+pub const STANDARD_LINGER_MS: u64 = 300;
 /// A commit starts as soon as this many bytes are waiting, whatever the spacing.
-pub(crate) const COMMIT_TARGET_BYTES: usize = 8 << 20;
+pub const COMMIT_TARGET_BYTES: usize = 8 << 20;
 /// A commit carries at most this many bytes (the first run whatever its size), so offsets
 /// fit in 32 bits.
-pub(crate) const COMMIT_BYTES_MAX: usize = 256 << 20;
+pub const COMMIT_BYTES_MAX: usize = 256 << 20;
 /// PUTs the committer has in flight at once.
-pub(crate) const COMMITS_IN_FLIGHT_MAX: usize = 16;
+pub const COMMITS_IN_FLIGHT_MAX: usize = 16;
 
 /// What the core needs to know of a sealed run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -308,7 +308,20 @@ impl<R> Core<R> {
         abandoned
     }
 
+    /// Stop for good, as when fenced: commits in flight fail as they resolve, what waits
+    /// is abandoned, and no commit starts again (nothing more can be indexed).
+    pub(crate) fn halt(&mut self) {
+        self.stopped = true;
+        self.fenced = true;
+    }
+
+    /// Whether a PUT met a newer writer's object: no commit starts again.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
     /// Streams the core still remembers (for the bound on its memory).
+    #[cfg(test)]
     pub(crate) fn remembered_streams(&self) -> usize {
         self.cursors.len()
     }
