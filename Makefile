@@ -86,6 +86,7 @@ bench-compare-moto: bench-deps bench-s2 $(VENV_READY)
 	./target/release/sluice-bench compare --a "$(SLUICE_BENCH_CMD) --bucket {bucket}" --b "s2 lite --port {port} --bucket {bucket}" --rounds 1 --scenarios sustained-64k-100 --moto $(MOTO)
 	./target/release/sluice-bench compare --a "$(SLUICE_BENCH_CMD) --bucket {bucket} --shards 2" --b "s2 lite --port {port} --bucket {bucket}" --rounds 1 --scenarios paced-1k-100,paced-1k-1000 --moto $(MOTO) --store-latency-ms $(STORE_LATENCY_MS)
 	./target/release/sluice-bench compare --a "$(SLUICE_BENCH_CMD) --bucket {bucket} --shards 8" --rounds 1 --scenarios paced-1k-100,paced-1k-1000 --moto $(MOTO) --store-latency-ms $(STORE_LATENCY_MS)
+	./target/release/sluice-bench compare --a "$(SLUICE_BENCH_CMD) --bucket {bucket} --shards 2" --rounds 1 --scenarios paced-1k-100,paced-1k-1000 --moto $(MOTO) --store-latency-ms $(STORE_LATENCY_MS) --storage-class standard
 
 # Fuzzing (fuzz/, cargo-fuzz on the nightly toolchain). `make fuzz` runs every target for
 # FUZZ_SECONDS under libFuzzer, with debug assertions, into a scratch corpus under target/

@@ -81,6 +81,7 @@ pub async fn run(ctx: &Ctx, basin: &S2Basin) -> Result<Outcome> {
                 record_size: knobs.record_size,
                 batch_records: knobs.batch,
                 batches_per_sec,
+                phase: (index * knobs.sessions + session) as f64 / writers as f64,
                 deadline: Some(deadline),
                 max_records: None,
                 max_unacked_bytes: Some(unacked_bytes),

@@ -38,6 +38,7 @@ pub async fn run(ctx: &Ctx, basin: &S2Basin) -> Result<Outcome> {
         record_size: RECORD_SIZE,
         batch_records: RECORDS_PER_BATCH,
         batches_per_sec: None,
+        phase: 0.0,
         deadline: None,
         max_records: Some(total),
         max_unacked_bytes: None,

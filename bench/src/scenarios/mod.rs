@@ -19,10 +19,10 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use s2_sdk::append_session::{AppendSessionConfig, BatchSubmitTicket};
 use s2_sdk::types::{
-    AppendInput, AppendRecordBatch, AppendRetryPolicy, BasinName, CreateBasinInput,
+    AppendInput, AppendRecordBatch, AppendRetryPolicy, BasinConfig, BasinName, CreateBasinInput,
     CreateStreamInput, DeleteBasinInput, Http2Config, MeteredBytes, ReadFrom, ReadInput,
     ReadLimits, ReadSessionConfig, ReadStart, ReadStop, RetryConfig, S2Config, S2Endpoints,
-    StreamName,
+    StreamConfig, StreamName,
 };
 use s2_sdk::{S2Basin, S2Stream, S2};
 use tokio::sync::{mpsc, watch};
@@ -86,6 +86,10 @@ pub struct Knobs {
     /// append: first measure loopback TCP with iperf3 and report the append rate's share.
     #[arg(long, global = true)]
     pub iperf3: bool,
+    /// The storage class of the streams the scenarios create (`express`, `standard`)
+    /// [default: the server's].
+    #[arg(long, global = true)]
+    pub storage_class: Option<String>,
 }
 
 /// What a scenario runs against.
@@ -142,7 +146,12 @@ impl Scenario {
 /// Runs one scenario in a basin of its own, deleting the basin afterwards. The outcome is
 /// labelled `label`.
 pub async fn run(ctx: &Ctx, label: &str, scenario: Scenario) -> Result<Outcome> {
-    let basin = BenchBasin::create(&ctx.client, scenario.name()).await?;
+    let basin = BenchBasin::create(
+        &ctx.client,
+        scenario.name(),
+        ctx.knobs.storage_class.as_deref(),
+    )
+    .await?;
     let result = match scenario {
         Scenario::Append => append::run(ctx, &basin.basin).await,
         Scenario::Latency => latency::run(ctx, &basin.basin).await,
@@ -205,13 +214,21 @@ struct BenchBasin {
 }
 
 impl BenchBasin {
-    async fn create(client: &S2, scenario: &str) -> Result<Self> {
+    /// With `storage_class`, the basin's streams default to it.
+    async fn create(client: &S2, scenario: &str, storage_class: Option<&str>) -> Result<Self> {
         let raw = format!("bench-{scenario}-{}", &random_hex()[..8]);
         let name: BasinName = raw
             .parse()
             .map_err(|err| anyhow!("invalid basin name {raw}: {err}"))?;
+        let mut input = CreateBasinInput::new(name.clone());
+        if let Some(class) = storage_class {
+            input = input.with_config(
+                BasinConfig::new()
+                    .with_default_stream_config(StreamConfig::new().with_storage_class(class)),
+            );
+        }
         client
-            .create_basin(CreateBasinInput::new(name.clone()))
+            .create_basin(input)
             .await
             .map_err(|err| anyhow!("create basin {raw}: {err}"))?;
         Ok(Self {
@@ -289,6 +306,10 @@ pub struct WriterSpec {
     pub batch_records: usize,
     /// Pace batches at this rate; `None` writes as fast as the session accepts.
     pub batches_per_sec: Option<f64>,
+    /// Where in its pacing period this writer's batches fall, as a share of the period
+    /// (0 to 1): writers spread over the period make a steady load, not one burst per
+    /// period.
+    pub phase: f64,
     /// Stop submitting at this instant.
     pub deadline: Option<Instant>,
     /// Stop after this many records.
@@ -308,6 +329,7 @@ impl WriterSpec {
             record_size,
             batch_records: 1,
             batches_per_sec: Some(records_per_sec),
+            phase: 0.0,
             deadline: Some(deadline),
             max_records: None,
             max_unacked_bytes: None,
@@ -415,7 +437,7 @@ pub async fn run_writer(
             break;
         }
         if let Some(rate) = spec.batches_per_sec {
-            let due = started + Duration::from_secs_f64(batches as f64 / rate);
+            let due = started + Duration::from_secs_f64((batches as f64 + spec.phase) / rate);
             if spec.deadline.is_some_and(|deadline| due >= deadline) {
                 break;
             }

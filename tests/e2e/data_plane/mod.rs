@@ -9,6 +9,7 @@ mod append;
 mod crash;
 mod fanout;
 mod faulty_store;
+mod fencing;
 pub mod proto;
 mod read;
 mod sessions;
