@@ -14,6 +14,7 @@ use sluice::wire::s2s::{encode_proto, encode_terminal, Compression};
 use sluice_shards::records::{Header, Position, ReadBatch, SequencedRecord};
 use sluice_shards::segments::format::{encode_header, encode_run_header, ChunkWriter};
 use sluice_shards::segments::index::{BatchEntry, SegmentRecord};
+use sluice_shards::segments::log::commit;
 use sluice_shards::segments::SegmentId;
 use sluice_shards::streamer::codec::{encode_record_into, encode_state, Sealing, StreamState};
 
@@ -290,6 +291,39 @@ fn segment() -> Vec<Vec<u8>> {
     ]
 }
 
+fn commit_manifest() -> Vec<Vec<u8>> {
+    let entry = |markers: usize, expiry| commit::Entry {
+        length: 120,
+        stream_id: 7,
+        first_seq_num: 5,
+        record_count: 2,
+        last_timestamp: 1_700_000_000_000,
+        max_expiry_ms: expiry,
+        metered_bytes: 64,
+        state: encode_state(&StreamState::default()),
+        markers: (0..markers)
+            .map(|i| Bytes::from(vec![0x14, i as u8]))
+            .collect(),
+    };
+    let manifest = vec![
+        entry(0, None).encode(),
+        entry(2, Some(1_800_000_000_000)).encode(),
+    ];
+    let object = |kind, manifest: &[Bytes]| {
+        [
+            commit::encode_header(kind, 42, 9, manifest).to_vec(),
+            manifest.concat(),
+        ]
+        .concat()
+    };
+    vec![
+        object(commit::Kind::Commit, &manifest),
+        object(commit::Kind::Commit, &manifest[..1]),
+        commit::encode_marker_object(commit::Kind::Fence, 9, 9).to_vec(),
+        commit::encode_marker_object(commit::Kind::Void, 10, 9).to_vec(),
+    ]
+}
+
 fn sealed_payload() -> Vec<Vec<u8>> {
     vec![
         [&[1u8][..], &[0x01; 80][..]].concat(),
@@ -332,5 +366,6 @@ fn main() {
     write("stored_record", &stored_record());
     write("stream_state", &stream_state());
     write("segment", &segment());
+    write("commit_manifest", &commit_manifest());
     write("sealed_payload", &sealed_payload());
 }

@@ -6,6 +6,7 @@
 
 pub mod alloc_meter;
 
+pub mod commit_manifest;
 pub mod json_append;
 pub mod json_configs;
 pub mod proto_append_input;
@@ -22,6 +23,7 @@ pub type Target = fn(&[u8]);
 
 /// Every target by name, as `cargo fuzz` and the corpus directories name them.
 pub const TARGETS: &[(&str, Target)] = &[
+    ("commit_manifest", commit_manifest::run),
     ("json_append", json_append::run),
     ("json_configs", json_configs::run),
     ("proto_append_input", proto_append_input::run),

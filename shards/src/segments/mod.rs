@@ -15,7 +15,7 @@
 
 pub mod format;
 pub mod index;
-pub(crate) mod log;
+pub mod log;
 pub(crate) mod reader;
 pub(crate) mod reclaim;
 pub(crate) mod writer;

@@ -54,14 +54,13 @@ pub const SLATEDB_ENV_PREFIX: &str = "SL8_";
 /// whatever arrived meanwhile.
 pub const INDEX_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Longest a shard waits for any one storage operation (a read, a durable write, a segment
-/// PUT or GET) before it answers `unavailable`. The operation is cancelled; a write already
-/// handed to SlateDB stays queued and lands once the store is back, as the segment writer's
-/// handling of an index write that may have landed expects. An append waits for at most two
-/// in a row (its segment's PUT, then its index write), so while the store is down a client
-/// has its answer within about 10 s (more only if a PUT already queued behind another is
-/// slow but succeeds). SlateDB's own retries stay unbounded on purpose: its WAL
-/// flushes must land once the store is back, without a restart.
+/// Longest any one storage operation (a read, a durable write, a commit PUT or a GET) is
+/// waited for before it is answered `unavailable`. The operation is cancelled; a write
+/// already handed to SlateDB stays queued and lands once the store is back. An append
+/// waits for two in a row (its commit's PUT, then the apply of its index batch), so while
+/// the store is down a client has its answer within about 10 s (more if it first waited
+/// for admission). SlateDB's own retries stay unbounded on purpose: its WAL flushes must
+/// land once the store is back, without a restart.
 pub const STORE_WAIT_MAX: Duration = Duration::from_secs(4);
 
 /// Longest one listing of the segment objects may take (the reclaimer's, of the whole store).
