@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use crossbeam_channel::RecvTimeoutError;
 use sluice_shards::executors::{self, spawn_shards};
+use sluice_shards::segments::Cadence;
 use sluice_shards::storage::{Sidecar, StorageLocation};
 use sluice_shards::EngineOptions;
 use tracing::{info, warn};
@@ -88,6 +89,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         clock: sluice_shards::clock::Clock::system(),
         deletion_delay: cli.deletion_delay(),
         verified_tokens_max: usize::try_from(cli.verified_tokens).unwrap_or(usize::MAX),
+        commit_cadence: match &location {
+            StorageLocation::S3 { .. } => Cadence::Bucket,
+            StorageLocation::Memory | StorageLocation::Local(_) => Cadence::Local,
+        },
         ..EngineOptions::default()
     };
     let handles = spawn_shards(shard_count, sidecar.storage(), options, move |shard| {

@@ -45,7 +45,13 @@ where
         .runtime()
         .block_on(recover(&storage, &options.clock))
         .map_err(|e| io::Error::other(format!("recovering the log: {e}")))?;
-    let links = committer::start(&storage, options.clock.clone(), shard_count, start);
+    let links = committer::start(
+        &storage,
+        options.clock.clone(),
+        options.commit_cadence,
+        shard_count,
+        start,
+    );
     let cpus: Vec<usize> = CpuSet::online()
         .map(|set| set.iter().map(|c| c.cpu).collect())
         .unwrap_or_default();

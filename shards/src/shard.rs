@@ -19,6 +19,7 @@ use crate::metrics::{ShardGauges, ShardMetrics};
 use crate::names::{BasinName, StreamName};
 use crate::placement::{Placement, ShardId};
 use crate::segments::log::committer::ShardLink;
+use crate::segments::log::core::Cadence;
 use crate::segments::reader::{SegmentCache, SEGMENT_CACHE_BYTES_MAX};
 use crate::segments::writer::SegmentWriter;
 use crate::storage::Storage;
@@ -49,6 +50,9 @@ pub struct EngineOptions {
     pub deletion_delay: Duration,
     /// Bytes of recent runs each shard keeps in memory for readers near the tail.
     pub segment_cache_bytes: usize,
+    /// How the log's commits are paced: by what an object write costs where the log lives
+    /// (`Cadence::Bucket` for an object store that bills per request).
+    pub commit_cadence: Cadence,
     /// Streams whose state one shard keeps loaded; beyond it, idle ones are unloaded,
     /// least recently used first, and reloaded from storage when next used.
     pub streamers_max: usize,
@@ -66,6 +70,7 @@ impl Default for EngineOptions {
             clock: Clock::system(),
             deletion_delay: Duration::from_secs(2),
             segment_cache_bytes: SEGMENT_CACHE_BYTES_MAX,
+            commit_cadence: Cadence::Local,
             streamers_max: STREAMERS_LOADED_MAX,
             jobs_in_flight_max: JOBS_IN_FLIGHT_MAX,
             verified_tokens_max: crate::tokens::VERIFIED_CACHE_MAX,

@@ -21,7 +21,7 @@ use slatedb::object_store::ObjectStore;
 use sluice_shards::config::{BasinConfig, StreamConfigSpec};
 use sluice_shards::names::{BasinName, StreamName};
 use sluice_shards::records::{AppendBatch, AppendRecord, SequencedRecord};
-use sluice_shards::segments::EXPRESS_COMMIT_SPACING_MS;
+use sluice_shards::segments::{Cadence, EXPRESS_COMMIT_SPACING_MS};
 use sluice_shards::streamer::AutoCreate;
 use sluice_shards::{EngineOptions, Shard};
 
@@ -174,7 +174,12 @@ fn a_failed_commit_between_two_that_succeeded_leaves_no_gap() {
         store.fail_segment_put.clone(),
         store.segment_puts.clone(),
     );
-    let (results, tail) = common::on_one_shard(store, EngineOptions::default(), move |shard| {
+    // A bucket's cadence: commits start on the spacing, whether or not one is in flight.
+    let options = EngineOptions {
+        commit_cadence: Cadence::Bucket,
+        ..EngineOptions::default()
+    };
+    let (results, tail) = common::on_one_shard(store, options, move |shard| {
         let (hold, fail_put, puts) = (hold.clone(), fail_put.clone(), puts.clone());
         async move {
             let (basin, stream) = create_the_stream(&shard).await;

@@ -28,7 +28,9 @@ use slatedb::WriteBatch;
 use tokio::sync::mpsc;
 
 use super::commit::{self, Kind};
-use super::core::{Backlog, Core, Outcome, Resolved, RunInfo, Verdict, COMMIT_TARGET_BYTES};
+use super::core::{
+    Backlog, Cadence, Core, Outcome, Resolved, RunInfo, Verdict, COMMIT_TARGET_BYTES,
+};
 use super::Watermark;
 use crate::clock::Clock;
 use crate::config::StorageClass;
@@ -189,6 +191,7 @@ pub(crate) struct LogStart {
 pub(crate) fn start(
     storage: &Storage,
     wall: Clock,
+    cadence: Cadence,
     shard_count: usize,
     from: LogStart,
 ) -> Vec<ShardLink> {
@@ -210,7 +213,7 @@ pub(crate) fn start(
     }
     let committer = Committer {
         storage: storage.clone(),
-        core: Core::new(from.next_position),
+        core: Core::new(cadence, from.next_position),
         epoch: from.epoch,
         shards,
         clock,
@@ -253,7 +256,7 @@ impl Committer {
             let wake_at = match &sealing {
                 Some(s) if s.waiting_for.is_empty() => Some(tokio::time::Instant::now()),
                 Some(s) => Some(s.until),
-                None => self.due().map(|due_ms| {
+                None => self.due(shards_gone).map(|due_ms| {
                     let wait = due_ms.saturating_sub(self.clock.now_ms());
                     tokio::time::Instant::now() + Duration::from_millis(wait)
                 }),
@@ -309,16 +312,17 @@ impl Committer {
         }
     }
 
-    /// When the next commit is due, counting what shards hold open. Once fenced, open runs
-    /// are asked for at once, to be failed.
-    fn due(&self) -> Option<u64> {
+    /// When the next commit is due, counting what shards hold open (nothing, once they
+    /// are gone). Once fenced, open runs are asked for at once, to be failed.
+    fn due(&self, shards_gone: bool) -> Option<u64> {
+        let open = |(_, open): &(_, Arc<OpenRuns>)| !shards_gone && !open.is_empty();
         if self.core.is_stopped() {
-            let open = self.shards.iter().any(|(_, open)| !open.is_empty());
-            return open.then_some(0);
+            return self.shards.iter().any(open).then_some(0);
         }
         let unsealed = self
             .shards
             .iter()
+            .filter(|s| open(s))
             .fold(Backlog::default(), |b, (_, open)| b.merge(open.backlog()));
         self.core.due_ms(unsealed)
     }

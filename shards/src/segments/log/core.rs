@@ -148,11 +148,29 @@ impl Backlog {
     }
 }
 
+/// How commits are paced, by what an object write costs where the log lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cadence {
+    /// A bucket, where every object write is billed and takes tens of milliseconds: a
+    /// commit starts at most every [`EXPRESS_COMMIT_SPACING_MS`], several may be in flight,
+    /// and the spacing bounds the requests a second whatever the load.
+    Bucket,
+    /// Local disk or memory, where a write costs little: a commit starts as soon as the one
+    /// before it is done (what arrives meanwhile rides the next), so acks wait for no
+    /// timer, and under load each commit carries more.
+    Local,
+}
+
 /// When the next commit should start: as soon as an express append waits, or a standard
-/// one has waited [`STANDARD_LINGER_MS`], but not sooner than
-/// [`EXPRESS_COMMIT_SPACING_MS`] after the last start; at once when
-/// [`COMMIT_TARGET_BYTES`] wait. `None` when nothing waits.
-pub(crate) fn due_ms(last_start_ms: Option<u64>, backlog: Backlog) -> Option<u64> {
+/// one has waited [`STANDARD_LINGER_MS`], paced by `cadence` (`in_flight` commits are
+/// unresolved); at once when [`COMMIT_TARGET_BYTES`] wait. `None` when nothing waits or
+/// the cadence waits for a commit in flight.
+pub(crate) fn due_ms(
+    cadence: Cadence,
+    last_start_ms: Option<u64>,
+    in_flight: usize,
+    backlog: Backlog,
+) -> Option<u64> {
     if backlog.is_empty() {
         return None;
     }
@@ -168,11 +186,17 @@ pub(crate) fn due_ms(last_start_ms: Option<u64>, backlog: Backlog) -> Option<u64
     .into_iter()
     .flatten()
     .min()?;
-    let spaced = last_start_ms.map_or(0, |t| t.saturating_add(EXPRESS_COMMIT_SPACING_MS));
-    Some(wanted.max(spaced))
+    match cadence {
+        Cadence::Bucket => {
+            let spaced = last_start_ms.map_or(0, |t| t.saturating_add(EXPRESS_COMMIT_SPACING_MS));
+            Some(wanted.max(spaced))
+        }
+        Cadence::Local => (in_flight == 0).then_some(wanted),
+    }
 }
 
 pub(crate) struct Core<R> {
+    cadence: Cadence,
     waiting: VecDeque<(RunInfo, R)>,
     in_flight: VecDeque<Commit<R>>,
     next_position: u64,
@@ -186,8 +210,9 @@ pub(crate) struct Core<R> {
 
 impl<R> Core<R> {
     /// A core whose first commit takes `first_position`.
-    pub(crate) fn new(first_position: u64) -> Core<R> {
+    pub(crate) fn new(cadence: Cadence, first_position: u64) -> Core<R> {
         Core {
+            cadence,
             waiting: VecDeque::new(),
             in_flight: VecDeque::new(),
             next_position: first_position,
@@ -241,7 +266,12 @@ impl<R> Core<R> {
         if !self.may_start() {
             return None;
         }
-        due_ms(self.last_start_ms, self.backlog().merge(unsealed))
+        due_ms(
+            self.cadence,
+            self.last_start_ms,
+            self.in_flight.len(),
+            self.backlog().merge(unsealed),
+        )
     }
 
     fn may_start(&self) -> bool {
@@ -394,19 +424,45 @@ mod tests {
         }
     }
 
+    fn bucket(last_start_ms: Option<u64>, backlog: Backlog) -> Option<u64> {
+        due_ms(Cadence::Bucket, last_start_ms, 1, backlog)
+    }
+
+    #[test]
+    fn on_local_storage_a_commit_starts_once_the_one_before_is_done() {
+        let waiting = backlog(Some(100), None, 10);
+        assert_eq!(due_ms(Cadence::Local, Some(99), 0, waiting), Some(100));
+        assert_eq!(due_ms(Cadence::Local, Some(99), 1, waiting), None);
+        assert_eq!(
+            due_ms(
+                Cadence::Local,
+                Some(99),
+                1,
+                backlog(Some(100), None, COMMIT_TARGET_BYTES)
+            ),
+            Some(0),
+            "a full commit does not wait"
+        );
+        assert_eq!(
+            due_ms(Cadence::Local, None, 0, backlog(None, Some(100), 10)),
+            Some(400),
+            "standard appends linger all the same"
+        );
+    }
+
     #[test]
     fn express_commits_at_once_but_spaced() {
-        assert_eq!(due_ms(None, backlog(Some(100), None, 10)), Some(100));
-        assert_eq!(due_ms(Some(90), backlog(Some(100), None, 10)), Some(125));
-        assert_eq!(due_ms(Some(50), backlog(Some(100), None, 10)), Some(100));
-        assert_eq!(due_ms(Some(90), backlog(None, None, 0)), None);
+        assert_eq!(bucket(None, backlog(Some(100), None, 10)), Some(100));
+        assert_eq!(bucket(Some(90), backlog(Some(100), None, 10)), Some(125));
+        assert_eq!(bucket(Some(50), backlog(Some(100), None, 10)), Some(100));
+        assert_eq!(bucket(Some(90), backlog(None, None, 0)), None);
     }
 
     #[test]
     fn standard_lingers_unless_an_express_commit_comes_first() {
-        assert_eq!(due_ms(None, backlog(None, Some(100), 10)), Some(400));
+        assert_eq!(bucket(None, backlog(None, Some(100), 10)), Some(400));
         assert_eq!(
-            due_ms(Some(0), backlog(Some(150), Some(100), 10)),
+            bucket(Some(0), backlog(Some(150), Some(100), 10)),
             Some(150)
         );
     }
@@ -414,11 +470,11 @@ mod tests {
     #[test]
     fn a_full_commit_starts_at_once_whatever_the_spacing() {
         assert_eq!(
-            due_ms(Some(100), backlog(None, Some(100), COMMIT_TARGET_BYTES)),
+            bucket(Some(100), backlog(None, Some(100), COMMIT_TARGET_BYTES)),
             Some(0)
         );
         assert_eq!(
-            due_ms(Some(100), backlog(None, Some(100), COMMIT_TARGET_BYTES - 1)),
+            bucket(Some(100), backlog(None, Some(100), COMMIT_TARGET_BYTES - 1)),
             Some(400)
         );
     }
@@ -437,7 +493,7 @@ mod tests {
 
     #[test]
     fn a_commit_carries_at_most_the_byte_bound_but_always_one_run() {
-        let mut core = Core::new(1);
+        let mut core = Core::new(Cadence::Bucket, 1);
         core.submit(run(1, 1, 0, 1, COMMIT_BYTES_MAX), ());
         core.submit(run(2, 1, 0, 1, 1), ());
         core.submit(run(3, 1, 0, 1, COMMIT_BYTES_MAX), ());
@@ -449,7 +505,7 @@ mod tests {
 
     #[test]
     fn commits_in_flight_are_bounded() {
-        let mut core = Core::new(1);
+        let mut core = Core::new(Cadence::Bucket, 1);
         for i in 0..=COMMITS_IN_FLIGHT_MAX as u128 {
             core.submit(run(i, 1, 0, 1, 1), ());
             if i < COMMITS_IN_FLIGHT_MAX as u128 {
@@ -465,7 +521,7 @@ mod tests {
 
     #[test]
     fn a_late_run_of_a_failed_generation_fails_until_the_generation_is_closed() {
-        let mut core = Core::new(1);
+        let mut core = Core::new(Cadence::Bucket, 1);
         core.submit(run(7, 3, 0, 2, 1), "a");
         core.start(0);
         let resolved = core.complete(1, Outcome::Failed);

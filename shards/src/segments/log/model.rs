@@ -22,7 +22,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use proptest::prelude::*;
 
-use super::core::{Core, Outcome, RunInfo, Verdict};
+use super::core::{Cadence, Core, Outcome, RunInfo, Verdict};
 use super::replay::{Kind, Replay};
 use crate::config::StorageClass;
 
@@ -140,7 +140,7 @@ impl World {
             streamers: (0..STREAMS).map(|_| Streamer::default()).collect(),
             to_core: (0..SHARDS).map(|_| VecDeque::new()).collect(),
             to_shard: (0..SHARDS).map(|_| VecDeque::new()).collect(),
-            core: Core::new(1),
+            core: Core::new(Cadence::Bucket, 1),
             puts: Vec::new(),
             objects: HashMap::new(),
             index: Vec::new(),
