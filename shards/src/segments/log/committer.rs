@@ -261,6 +261,14 @@ impl Committer {
                     tokio::time::Instant::now() + Duration::from_millis(wait)
                 }),
             };
+            // Due now: act at once. A timer would round up to the next millisecond tick of
+            // tokio's wheel, twice a commit, which on local storage is most of an ack.
+            if wake_at.is_some_and(|at| at <= tokio::time::Instant::now()) {
+                if let Some(put) = self.on_time(&mut sealing) {
+                    puts.push(put);
+                }
+                continue;
+            }
             let timer = async {
                 match wake_at {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -288,34 +296,40 @@ impl Committer {
                 Some((position, placed)) = puts.next(), if !puts.is_empty() => {
                     self.finish_put(position, placed).await;
                 }
-                () = timer => match sealing.take() {
-                    Some(_) => {
-                        if let Some(put) = self.start_commit() {
-                            puts.push(put);
-                        }
+                () = timer => {
+                    if let Some(put) = self.on_time(&mut sealing) {
+                        puts.push(put);
                     }
-                    None => {
-                        let asked = self.ask_to_seal();
-                        if asked.is_empty() {
-                            if let Some(put) = self.start_commit() {
-                                puts.push(put);
-                            }
-                        } else {
-                            sealing = Some(Sealing {
-                                waiting_for: asked,
-                                until: tokio::time::Instant::now() + SEAL_WAIT_MAX,
-                            });
-                        }
-                    }
-                },
+                }
             }
         }
+    }
+
+    /// What to do when the timer is due: ask the shards with open runs to seal them, or,
+    /// once they have answered or been waited for long enough (or none had any), commit.
+    fn on_time(
+        &mut self,
+        sealing: &mut Option<Sealing>,
+    ) -> Option<futures::future::BoxFuture<'static, PutDone>> {
+        if sealing.take().is_none() {
+            let asked = self.ask_to_seal();
+            if !asked.is_empty() {
+                *sealing = Some(Sealing {
+                    waiting_for: asked,
+                    until: tokio::time::Instant::now() + SEAL_WAIT_MAX,
+                });
+                return None;
+            }
+        }
+        self.start_commit()
     }
 
     /// When the next commit is due, counting what shards hold open (nothing, once they
     /// are gone). Once fenced, open runs are asked for at once, to be failed.
     fn due(&self, shards_gone: bool) -> Option<u64> {
-        let open = |(_, open): &(_, Arc<OpenRuns>)| !shards_gone && !open.is_empty();
+        let open = |(to_shard, open): &(shard_mpsc::UnboundedSender<ToShard>, Arc<OpenRuns>)| {
+            !shards_gone && !to_shard.is_closed() && !open.is_empty()
+        };
         if self.core.is_stopped() {
             return self.shards.iter().any(open).then_some(0);
         }
