@@ -211,10 +211,21 @@ fn a_failed_commit_between_two_that_succeeded_leaves_no_gap() {
             for p in pending {
                 results.push(p.wait().await.map(|ack| ack.end.seq_num));
             }
+            // The third append fails with the second (its streamer fails what follows a
+            // failure) possibly before its own PUT is answered.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while puts.load(Ordering::SeqCst) < before + 3 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "three commits were in flight: {} answered",
+                    puts.load(Ordering::SeqCst) - before
+                );
+                glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+            }
             assert_eq!(
                 puts.load(Ordering::SeqCst),
                 before + 3,
-                "three commits were in flight"
+                "three commits, no more"
             );
             let tail = shard
                 .check_tail(basin, stream, AutoCreate::No)
