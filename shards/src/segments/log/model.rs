@@ -22,8 +22,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use proptest::prelude::*;
 
+use super::commit::Kind;
 use super::core::{Cadence, Core, Outcome, RunInfo, Verdict};
-use super::replay::{Kind, Replay};
+use super::replay::Replay;
 use crate::config::StorageClass;
 
 const STREAMS: usize = 3;

@@ -11,7 +11,7 @@ use slatedb::WriteBatch;
 use super::commit::{self, Kind};
 use super::committer::{put_run, LogStart};
 use super::core::{RunInfo, COMMITS_IN_FLIGHT_MAX};
-use super::replay::{self, Replay};
+use super::replay::Replay;
 use super::Watermark;
 use crate::clock::Clock;
 use crate::config::StorageClass;
@@ -112,12 +112,7 @@ pub(crate) async fn recover(storage: &Storage, wall: &Clock) -> Result<LogStart>
             runs.push((info, (position, at, entry)));
         }
         records.push((position, offset));
-        let kind = match head.kind {
-            Kind::Commit => replay::Kind::Commit,
-            Kind::Fence => replay::Kind::Fence,
-            Kind::Void => replay::Kind::Void,
-        };
-        replay.object(kind, head.epoch, runs, |stream| {
+        replay.object(head.kind, head.epoch, runs, |stream| {
             tails.get(&stream).copied().unwrap_or(0)
         });
     }

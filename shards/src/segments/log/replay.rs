@@ -17,17 +17,8 @@
 
 use std::collections::HashMap;
 
+use super::commit::Kind;
 use super::core::RunInfo;
-
-/// What a log position holds, as far as replay is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Commit,
-    /// The first object of a writer; its epoch is its position.
-    Fence,
-    /// Written to settle a position nobody else wrote.
-    Void,
-}
 
 /// A stream's replayed runs and where they end.
 pub(crate) struct Replayed<R> {
