@@ -59,6 +59,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         tls,
         api: ApiContext {
             cors: !cli.no_cors,
+            dashboard: !cli.no_dashboard,
             root_token: cli.root_token()?.as_deref().map(RootToken::new),
             server: Arc::new(ServerInfo {
                 version: env!("CARGO_PKG_VERSION"),
@@ -143,7 +144,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     println!("export S2_ACCOUNT_ENDPOINT={shown}");
     println!("export S2_BASIN_ENDPOINT={shown}");
     println!("export S2_ACCESS_TOKEN=ignored");
-    println!("# dashboard: {shown}/dashboard");
+    if !cli.no_dashboard {
+        println!("# dashboard: {shown}/dashboard");
+    }
     if cli.tls_self {
         println!("export S2_SSL_NO_VERIFY=true");
     }

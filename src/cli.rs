@@ -58,6 +58,11 @@ pub struct Cli {
     #[arg(long, env = "SLUICE_NO_CORS")]
     pub no_cors: bool,
 
+    /// Do not serve the web dashboard at `/dashboard` (it then answers 404, as any unknown
+    /// path does).
+    #[arg(long, env = "SLUICE_NO_DASHBOARD")]
+    pub no_dashboard: bool,
+
     /// JSON file of basins and streams to ensure at every start.
     #[arg(long, env = "SLUICE_INIT_FILE")]
     pub init_file: Option<PathBuf>,

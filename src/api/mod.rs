@@ -47,6 +47,8 @@ pub fn full(bytes: Bytes) -> Body {
 #[derive(Debug, Clone)]
 pub struct ApiContext {
     pub cors: bool,
+    /// Whether `/dashboard` and `/dashboard/server` are served.
+    pub dashboard: bool,
     /// Set when access tokens are enforced.
     pub root_token: Option<RootToken>,
     pub server: Arc<dashboard::ServerInfo>,
@@ -114,7 +116,7 @@ async fn route(
             Method::GET | Method::HEAD => Ok(misc::health(shard).await),
             _ => Err(not_allowed("GET")),
         },
-        ["dashboard"] => match method {
+        ["dashboard"] if ctx.dashboard => match method {
             Method::GET => Ok(dashboard::page()),
             _ => Err(not_allowed("GET")),
         },
@@ -137,7 +139,7 @@ async fn authenticated(
     let access = &Access::authenticate(ctx.root_token.as_ref(), shard, req.headers()).await?;
     let method = req.method().clone();
     match segments {
-        ["dashboard", "server"] => match method {
+        ["dashboard", "server"] if ctx.dashboard => match method {
             Method::GET => Ok(dashboard::server(&ctx.server)),
             _ => Err(not_allowed("GET")),
         },

@@ -224,3 +224,25 @@ fn with_enforcement_on_the_dashboard_asks_for_a_token_and_uses_it() {
         );
     }
 }
+
+#[test]
+fn no_dashboard_by_flag_or_environment_answers_not_found_and_serves_the_api() {
+    let by_flag = Server::start(&["--no-dashboard"]);
+    let by_env = Server::start_with_env(&[], &[("SLUICE_NO_DASHBOARD", "true")]);
+    for server in [&by_flag, &by_env] {
+        let port = server.port();
+        for path in ["/dashboard", "/dashboard/server"] {
+            let reply = get(port, path);
+            reply.expect_status(404);
+            assert!(
+                !reply.text().contains("<html"),
+                "{path} still serves the page: {}",
+                reply.text()
+            );
+        }
+        get(port, "/v1/basins").expect_status(200);
+    }
+    let with = Server::start(&[]);
+    get(with.port(), "/dashboard").expect_status(200);
+    get(with.port(), "/dashboard/server").expect_status(200);
+}
