@@ -33,12 +33,28 @@ seccomp-py:
 
 test-deps: $(VENV_READY) $(CHROMIUM) seccomp-py
 
+define MSRV_OF_DEPENDENCIES
+import json, sys
+meta = json.load(sys.stdin)
+version = lambda v: tuple(int(x) for x in v.split("."))
+ours = {p["rust_version"] for p in meta["packages"] if p["source"] is None}
+assert len(ours) == 1 and None not in ours, f"every package states the workspace's rust-version: {ours}"
+ours = version(ours.pop())
+newer = [f"{p['name']} {p['version']} needs {p['rust_version']}" for p in meta["packages"]
+         if p["rust_version"] and version(p["rust_version"]) > ours]
+sys.exit("dependencies newer than our rust-version:\n" + "\n".join(newer) if newer else 0)
+endef
+export MSRV_OF_DEPENDENCIES
+
 test: test-deps
 	$(CARGO) test --workspace --all-targets
 
+# Clippy's incompatible_msrv checks our code against the workspace's rust-version; the
+# dependencies' own rust-version must not be newer either.
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) metadata --format-version 1 --locked | python3 -c "$$MSRV_OF_DEPENDENCIES"
 
 fmt:
 	$(CARGO) fmt --all

@@ -68,8 +68,8 @@ pub struct Cli {
     pub init_file: Option<PathBuf>,
 
     /// Bound on the metered bytes of appends in flight across the server; appends past it
-    /// wait. Accepts a plain byte count or a KiB/MiB/GiB suffix.
-    #[arg(long, env = "SLUICE_APPEND_INFLIGHT_BYTES", default_value = "128MiB", value_parser = parse_bytes)]
+    /// wait. Accepts a plain byte count or a KiB/MiB/GiB suffix; at most 1GiB.
+    #[arg(long, env = "SLUICE_APPEND_INFLIGHT_BYTES", default_value = "128MiB", value_parser = parse_inflight_bytes)]
     pub append_inflight_bytes: u64,
 
     /// How long a deleted basin or stream is reported as "deletion pending" before it is
@@ -152,6 +152,18 @@ impl Cli {
     }
 }
 
+fn parse_inflight_bytes(text: &str) -> Result<u64, String> {
+    let bytes = parse_bytes(text)?;
+    let max = sluice_shards::shard::APPEND_INFLIGHT_BYTES_MAX;
+    if bytes > max {
+        return Err(format!(
+            "`{text}` is more than the most allowed, {}GiB",
+            max >> 30
+        ));
+    }
+    Ok(bytes)
+}
+
 /// `1048576`, `64KiB`, `128MiB`, `1GiB`.
 fn parse_bytes(text: &str) -> Result<u64, String> {
     let text = text.trim();
@@ -183,5 +195,22 @@ mod tests {
         assert_eq!(parse_bytes("4096"), Ok(4096));
         assert!(parse_bytes("0").is_err());
         assert!(parse_bytes("12MB").is_err());
+    }
+
+    #[test]
+    fn the_inflight_budget_is_refused_past_its_bound() {
+        use clap::Parser;
+        let parse = |value: &str| {
+            super::Cli::try_parse_from(["sluice", "--append-inflight-bytes", value])
+                .map(|cli| cli.append_inflight_bytes)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(parse("1GiB"), Ok(1 << 30));
+        let refused = parse("1073741825").unwrap_err();
+        assert!(
+            refused.contains("more than the most allowed, 1GiB"),
+            "{refused}"
+        );
+        assert!(parse("8GiB").is_err());
     }
 }

@@ -37,6 +37,11 @@ pub const STREAMERS_LOADED_MAX: usize = 16_384;
 /// concurrency: appends and reads in progress are not jobs.
 pub const JOBS_IN_FLIGHT_MAX: usize = 1024;
 
+/// Most that `append_inflight_bytes` may be. The runs in flight bound the size of a log
+/// commit, whose offsets are 32-bit; an encoded record takes at most about twice its
+/// metered size, so a 1 GiB budget keeps every commit far below 4 GiB.
+pub const APPEND_INFLIGHT_BYTES_MAX: u64 = 1 << 30;
+
 /// Engine settings shared by every shard.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {

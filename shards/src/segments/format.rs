@@ -35,6 +35,13 @@ pub const RUN_HEADER_BYTES: usize = 40;
 /// Bytes of a record's length prefix.
 pub const RECORD_PREFIX_BYTES: usize = 4;
 
+/// `n` as one of the formats' 32-bit lengths or offsets. Past 4 GiB it would wrap and
+/// point reads at the wrong bytes, so it is checked in every build (a panic ends the
+/// process); `APPEND_INFLIGHT_BYTES_MAX` keeps every commit far below it.
+pub fn len32(n: usize) -> u32 {
+    u32::try_from(n).expect("a segment length or offset is under 4 GiB")
+}
+
 /// Why bytes read back are not a run of the expected stream.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FormatError {
@@ -167,7 +174,7 @@ pub fn encode_run_header(
 ) -> Bytes {
     let body_len: usize = chunks.iter().map(Bytes::len).sum();
     let mut h = BytesMut::with_capacity(RUN_HEADER_BYTES);
-    h.put_u32(body_len as u32);
+    h.put_u32(len32(body_len));
     h.put_u32(record_count);
     h.put_u128(stream_id);
     h.put_u64(first_seq_num);
@@ -239,6 +246,15 @@ pub fn split_records(mut rest: Bytes, count: u32) -> Result<Vec<Bytes>, FormatEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[should_panic(expected = "under 4 GiB")]
+    fn a_run_past_4_gib_is_refused_rather_than_wrapped() {
+        // 65 views of one 64 MiB buffer: 4 GiB + 64 MiB of body, 64 MiB of memory.
+        let piece = Bytes::from(vec![0u8; 64 << 20]);
+        let body = vec![piece; 65];
+        encode_run_header(1, 0, 65, &body);
+    }
 
     fn chunks(values: &[&[u8]]) -> Vec<Bytes> {
         let mut w = ChunkWriter::default();

@@ -224,7 +224,7 @@ impl SegmentWriter {
             );
             let length = RUN_HEADER_BYTES + run.bytes;
             let entry = commit::Entry {
-                length: length as u32,
+                length: format::len32(length),
                 stream_id: run.stream_id,
                 first_seq_num: run.first_seq_num,
                 record_count: run.record_count,

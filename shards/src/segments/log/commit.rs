@@ -22,7 +22,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::segments::format::RUN_HEADER_BYTES;
+use crate::segments::format::{len32, RUN_HEADER_BYTES};
 
 const MAGIC: &[u8; 4] = b"SLSG";
 /// Format version of commit objects. Persisted.
@@ -135,8 +135,8 @@ pub fn encode_header(kind: Kind, position: u64, epoch: u64, manifest: &[Bytes]) 
     h.put_slice(&[0; 2]);
     h.put_u64(position);
     h.put_u64(epoch);
-    h.put_u32(manifest.len() as u32);
-    h.put_u32(manifest_len as u32);
+    h.put_u32(len32(manifest.len()));
+    h.put_u32(len32(manifest_len));
     h.put_u64(hasher.digest());
     h.freeze()
 }

@@ -36,6 +36,7 @@ use crate::clock::Clock;
 use crate::config::StorageClass;
 use crate::error::{EngineError, StorageError};
 use crate::placement::ShardId;
+use crate::segments::format;
 use crate::segments::index::{BatchEntry, SegmentRecord};
 use crate::segments::SegmentId;
 use crate::storage::{keys, Placed, Storage};
@@ -447,7 +448,7 @@ impl Committer {
             let entry = &run.entry;
             let index = BatchEntry {
                 segment,
-                offset: at as u32,
+                offset: format::len32(at),
                 length: entry.length,
                 first_seq_num: entry.first_seq_num,
                 record_count: entry.record_count,
@@ -456,7 +457,7 @@ impl Committer {
                 metered_bytes: entry.metered_bytes,
             };
             put_run(&mut batch, info.stream, &index, entry);
-            verdicts.push((run, Ok((segment, at as u32))));
+            verdicts.push((run, Ok((segment, format::len32(at)))));
         }
         let record = SegmentRecord {
             object_bytes: offset as u64,
