@@ -9,8 +9,9 @@ use std::path::Path;
 use base64::Engine;
 use bytes::Bytes;
 use prost::Message;
+use sluice::wire::coding::Coding;
 use sluice::wire::proto::{self, encode_read_batch};
-use sluice::wire::s2s::{encode_proto, encode_terminal, Compression};
+use sluice::wire::s2s::{encode_proto, encode_terminal};
 use sluice_shards::records::{Header, Position, ReadBatch, SequencedRecord};
 use sluice_shards::segments::format::{encode_header, encode_run_header, ChunkWriter};
 use sluice_shards::segments::index::{BatchEntry, SegmentRecord};
@@ -119,13 +120,13 @@ fn s2s_frames() -> Vec<Vec<u8>> {
     };
     let body = big.encode_to_vec();
     let mut seeds = vec![
-        encode_proto(&append_input(), Compression::None).to_vec(),
-        encode_proto(&big, Compression::Zstd).to_vec(),
-        encode_proto(&big, Compression::Gzip).to_vec(),
+        encode_proto(&append_input(), Coding::Identity).to_vec(),
+        encode_proto(&big, Coding::Zstd).to_vec(),
+        encode_proto(&big, Coding::Gzip).to_vec(),
         frame(0x40, &gzip(&body)),
         encode_terminal(412, r#"{"code":"seq_num_mismatch","message":"x"}"#).to_vec(),
         [
-            encode_proto(&append_input(), Compression::None).to_vec(),
+            encode_proto(&append_input(), Coding::Identity).to_vec(),
             encode_terminal(503, r#"{"code":"unavailable"}"#).to_vec(),
         ]
         .concat(),
@@ -134,7 +135,7 @@ fn s2s_frames() -> Vec<Vec<u8>> {
         frame(0x60, b"cc 11"),
         frame(0x80, b"\x01"),
         frame(0x80, b"\x01\x90\xff\xfe"),
-        encode_proto(&append_input(), Compression::None)[..9].to_vec(),
+        encode_proto(&append_input(), Coding::Identity)[..9].to_vec(),
     ];
     // A stride byte first: 0 feeds the body byte by byte, 255 in chunks of 256.
     for (i, seed) in seeds.iter_mut().enumerate() {

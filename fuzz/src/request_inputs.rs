@@ -6,8 +6,8 @@
 use http::{HeaderMap, HeaderName, HeaderValue};
 use sluice::api::inputs::{
     accepts_event_stream, accepts_protobuf, basin, content_is_json, content_is_protobuf,
-    encryption_key, format, is_s2s, query, request_token, s2s_compression, stream_config_header,
-    text, AccountSet, BasinSet, ListQuery, MetricsQuery, Range, ReadQuery, StreamSet,
+    encryption_key, format, is_s2s, query, request_token, stream_config_header, text, AccountSet,
+    BasinSet, Coding, ListQuery, MetricsQuery, Range, ReadQuery, StreamSet,
 };
 use sluice::wire::sse::LastEventId;
 
@@ -56,7 +56,7 @@ pub fn run(data: &[u8]) {
         let _ = format(&map);
         let _ = encryption_key(&map);
         let _ = stream_config_header(&map);
-        let _ = s2s_compression(&map);
+        let _ = Coding::accepted(&map);
         let _ = (
             is_s2s(&map),
             accepts_protobuf(&map),

@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 
 use super::error::{ApiError, ApiResult};
 use super::Body;
+use crate::wire::coding::Coding;
 
 /// Largest control-plane request body, before and after decompression.
 pub const CONTROL_BODY_MAX_BYTES: usize = 1024 * 1024;
@@ -17,28 +18,15 @@ pub const CONTROL_BODY_MAX_BYTES: usize = 1024 * 1024;
 /// Responses at most this large are sent uncompressed.
 const COMPRESS_THRESHOLD_BYTES: usize = 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Coding {
-    Identity,
-    Gzip,
-    Zstd,
-}
-
 fn request_coding(headers: &HeaderMap) -> ApiResult<Coding> {
     let Some(value) = headers.get(header::CONTENT_ENCODING) else {
         return Ok(Coding::Identity);
     };
     let value = value
         .to_str()
-        .map_err(|_| ApiError::UnsupportedEncoding("<not UTF-8>".to_owned()))?
-        .trim()
-        .to_ascii_lowercase();
-    match value.as_str() {
-        "" | "identity" => Ok(Coding::Identity),
-        "gzip" | "x-gzip" => Ok(Coding::Gzip),
-        "zstd" => Ok(Coding::Zstd),
-        _ => Err(ApiError::UnsupportedEncoding(value)),
-    }
+        .map_err(|_| ApiError::UnsupportedEncoding("<not UTF-8>".to_owned()))?;
+    Coding::named(value)
+        .ok_or_else(|| ApiError::UnsupportedEncoding(value.trim().to_ascii_lowercase()))
 }
 
 /// Read a whole request body of at most `limit` bytes, decompressing it per
@@ -90,38 +78,6 @@ fn inflate(decoder: impl Read, limit: usize) -> ApiResult<Bytes> {
     Ok(Bytes::from(out))
 }
 
-/// The response coding the client prefers among those we offer: zstd, then gzip. Entries
-/// with `q=0` are refusals.
-fn response_coding(headers: &HeaderMap) -> Coding {
-    let mut gzip = false;
-    for value in headers.get_all(header::ACCEPT_ENCODING) {
-        let Ok(value) = value.to_str() else { continue };
-        for entry in value.split(',') {
-            let mut parts = entry.split(';');
-            let name = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-            let refused = parts.any(|p| {
-                let p = p.trim();
-                p.strip_prefix("q=")
-                    .and_then(|q| q.trim().parse::<f32>().ok())
-                    .is_some_and(|q| q == 0.0)
-            });
-            if refused {
-                continue;
-            }
-            match name.as_str() {
-                "zstd" => return Coding::Zstd,
-                "gzip" | "x-gzip" => gzip = true,
-                _ => {}
-            }
-        }
-    }
-    if gzip {
-        Coding::Gzip
-    } else {
-        Coding::Identity
-    }
-}
-
 /// A complete response with `bytes` as its body, compressed when it is large enough and
 /// the request accepts gzip or zstd.
 pub fn respond(
@@ -130,28 +86,24 @@ pub fn respond(
     bytes: Bytes,
 ) -> Response<Body> {
     let coding = if bytes.len() > COMPRESS_THRESHOLD_BYTES {
-        response_coding(request_headers)
+        Coding::accepted(request_headers)
     } else {
         Coding::Identity
     };
-    let (bytes, name) = match coding {
-        Coding::Identity => (bytes, None),
+    let bytes = match coding {
+        Coding::Identity => bytes,
         Coding::Gzip => {
             let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
             std::io::Write::write_all(&mut enc, &bytes).expect("writing to memory");
-            (
-                Bytes::from(enc.finish().expect("writing to memory")),
-                Some("gzip"),
-            )
+            Bytes::from(enc.finish().expect("writing to memory"))
         }
-        Coding::Zstd => (
-            Bytes::from(zstd::encode_all(&bytes[..], 1).expect("writing to memory")),
-            Some("zstd"),
-        ),
+        Coding::Zstd => Bytes::from(zstd::encode_all(&bytes[..], 1).expect("writing to memory")),
     };
-    if let Some(name) = name {
-        resp.headers_mut()
-            .insert(header::CONTENT_ENCODING, HeaderValue::from_static(name));
+    if coding != Coding::Identity {
+        resp.headers_mut().insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static(coding.name()),
+        );
         resp.headers_mut()
             .append(header::VARY, HeaderValue::from_static("accept-encoding"));
     }
@@ -161,20 +113,6 @@ pub fn respond(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn accept(v: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(header::ACCEPT_ENCODING, v.parse().unwrap());
-        h
-    }
-
-    #[test]
-    fn negotiation() {
-        assert_eq!(response_coding(&accept("gzip")), Coding::Gzip);
-        assert_eq!(response_coding(&accept("gzip, zstd")), Coding::Zstd);
-        assert_eq!(response_coding(&accept("zstd;q=0, gzip")), Coding::Gzip);
-        assert_eq!(response_coding(&accept("br")), Coding::Identity);
-    }
 
     #[test]
     fn bombs_are_cut_off() {

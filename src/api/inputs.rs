@@ -6,12 +6,11 @@ pub use super::headers::{
     accepts_event_stream, accepts_protobuf, basin, content_is_json, content_is_protobuf, is_s2s,
     request_token, text,
 };
-pub use super::records::{
-    encryption_key, format, s2s_compression, stream_config_header, ReadQuery,
-};
+pub use super::records::{encryption_key, format, stream_config_header, ReadQuery};
 pub use super::usage::{AccountSet, BasinSet, Interval, MetricsQuery, Range, StreamSet};
 pub use super::wire::{
     parse, BasinConfigJson, BasinReconfigurationJson, CreateBasinRequest, CreateStreamRequest,
     EnsureBasinRequest, StreamConfigJson, StreamReconfigurationJson,
 };
 pub use super::{query, ListQuery};
+pub use crate::wire::coding::Coding;

@@ -2,6 +2,7 @@
 //! SSE events and S2S session framing. Everything here is a pure conversion between bytes on
 //! the wire and the engine's record types; no module does I/O.
 
+pub mod coding;
 pub mod json;
 pub mod proto;
 pub mod s2s;

@@ -9,6 +9,8 @@ use std::io::{Read, Write};
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use super::coding::Coding;
+
 /// Largest LENGTH a frame may declare: the flags byte plus the payload.
 pub const FRAME_LENGTH_MAX: usize = 2 * 1024 * 1024;
 /// Largest payload of a frame as sent, compressed or not.
@@ -31,67 +33,16 @@ const FLAG_TERMINAL: u8 = 0x80;
 const CC_MASK: u8 = 0x60;
 const CC_SHIFT: u8 = 5;
 
-/// Compression applied to the payloads of regular frames.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Compression {
-    /// CC = 00.
-    #[default]
-    None,
-    /// CC = 01: each payload is a complete zstd stream.
-    Zstd,
-    /// CC = 10: each payload is a complete gzip member.
-    Gzip,
+/// The CC bits of a regular frame's payload: 00 none, 01 a complete zstd stream, 10 a
+/// complete gzip member.
+fn cc_bits(compression: Coding) -> u8 {
+    let cc = match compression {
+        Coding::Identity => 0,
+        Coding::Zstd => 1,
+        Coding::Gzip => 2,
+    };
+    cc << CC_SHIFT
 }
-
-impl Compression {
-    /// Pick the compression for frames the server sends, from the request's
-    /// `Accept-Encoding` header values: `zstd` anywhere wins, else `gzip`, else none.
-    /// Entries weighted `q=0` are refused codings and are skipped.
-    pub fn negotiate<'a>(accept_encoding: impl IntoIterator<Item = &'a str>) -> Compression {
-        let mut gzip = false;
-        for value in accept_encoding {
-            for entry in value.split(',') {
-                let mut params = entry.split(';');
-                let coding = params.next().unwrap_or("").trim();
-                if params.any(is_zero_weight) {
-                    continue;
-                }
-                if coding.eq_ignore_ascii_case("zstd") {
-                    return Compression::Zstd;
-                }
-                if coding.eq_ignore_ascii_case("gzip") {
-                    gzip = true;
-                }
-            }
-        }
-        if gzip {
-            Compression::Gzip
-        } else {
-            Compression::None
-        }
-    }
-
-    fn cc_bits(self) -> u8 {
-        let cc = match self {
-            Compression::None => 0,
-            Compression::Zstd => 1,
-            Compression::Gzip => 2,
-        };
-        cc << CC_SHIFT
-    }
-}
-
-/// Whether an `Accept-Encoding` parameter is `q=0` (in any spelling such as `Q = 0.000`).
-fn is_zero_weight(param: &str) -> bool {
-    match param.split_once('=') {
-        Some((name, value)) => {
-            name.trim().eq_ignore_ascii_case("q")
-                && value.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
-        }
-        None => false,
-    }
-}
-
 /// A decoded frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -248,9 +199,9 @@ fn inflate_bounded(decoder: impl Read, compressed_len: usize) -> Result<Bytes, F
 
 /// Frame one protobuf message, encoding it straight into the frame unless it is to be
 /// compressed: read batches are up to a MiB, and a second copy of them is measurable.
-pub fn encode_proto<M: prost::Message>(message: &M, compression: Compression) -> Bytes {
+pub fn encode_proto<M: prost::Message>(message: &M, compression: Coding) -> Bytes {
     let len = message.encoded_len();
-    if compression != Compression::None && len >= COMPRESS_THRESHOLD {
+    if compression != Coding::Identity && len >= COMPRESS_THRESHOLD {
         return encode_message(&message.encode_to_vec(), compression);
     }
     debug_assert!(len <= PAYLOAD_MAX, "S2S payload over the frame limit");
@@ -267,11 +218,11 @@ pub fn encode_proto<M: prost::Message>(message: &M, compression: Compression) ->
 /// [`PAYLOAD_MAX`] bytes, the payload goes out uncompressed, which is always acceptable to
 /// the peer. `payload` must not exceed [`PAYLOAD_MAX`] bytes; read batches and acks are far
 /// below it.
-fn encode_message(payload: &[u8], compression: Compression) -> Bytes {
-    if compression != Compression::None && payload.len() >= COMPRESS_THRESHOLD {
+fn encode_message(payload: &[u8], compression: Coding) -> Bytes {
+    if compression != Coding::Identity && payload.len() >= COMPRESS_THRESHOLD {
         if let Some(compressed) = compress(payload, compression) {
             if compressed.len() <= PAYLOAD_MAX {
-                return build_frame(compression.cc_bits(), &[compressed.as_slice()]);
+                return build_frame(cc_bits(compression), &[compressed.as_slice()]);
             }
         }
     }
@@ -290,13 +241,11 @@ pub fn encode_terminal(status: u16, json_body: &str) -> Bytes {
     )
 }
 
-fn compress(payload: &[u8], compression: Compression) -> Option<Vec<u8>> {
+fn compress(payload: &[u8], compression: Coding) -> Option<Vec<u8>> {
     match compression {
-        Compression::None => None,
-        Compression::Zstd => {
-            zstd::stream::encode_all(payload, zstd::DEFAULT_COMPRESSION_LEVEL).ok()
-        }
-        Compression::Gzip => {
+        Coding::Identity => None,
+        Coding::Zstd => zstd::stream::encode_all(payload, zstd::DEFAULT_COMPRESSION_LEVEL).ok(),
+        Coding::Gzip => {
             let mut encoder = flate2::write::GzEncoder::new(
                 Vec::with_capacity(payload.len() / 2),
                 flate2::Compression::default(),
@@ -336,7 +285,7 @@ mod tests {
 
     use super::*;
 
-    const ALL: [Compression; 3] = [Compression::None, Compression::Zstd, Compression::Gzip];
+    const ALL: [Coding; 3] = [Coding::Identity, Coding::Zstd, Coding::Gzip];
 
     /// A raw frame with the given flags byte and payload, bypassing the encoder's rules.
     fn raw_frame(flags: u8, payload: &[u8]) -> Vec<u8> {
@@ -429,11 +378,11 @@ mod tests {
     fn byte_by_byte_matches_whole() {
         let big: Vec<u8> = (0..4000u32).map(|i| (i % 7) as u8).collect();
         let mut stream = Vec::new();
-        stream.extend_from_slice(&encode_message(b"", Compression::None));
-        stream.extend_from_slice(&encode_message(b"small", Compression::Zstd));
-        stream.extend_from_slice(&encode_message(&big, Compression::Zstd));
-        stream.extend_from_slice(&encode_message(&big, Compression::Gzip));
-        stream.extend_from_slice(&encode_message(&big, Compression::None));
+        stream.extend_from_slice(&encode_message(b"", Coding::Identity));
+        stream.extend_from_slice(&encode_message(b"small", Coding::Zstd));
+        stream.extend_from_slice(&encode_message(&big, Coding::Zstd));
+        stream.extend_from_slice(&encode_message(&big, Coding::Gzip));
+        stream.extend_from_slice(&encode_message(&big, Coding::Identity));
         stream.extend_from_slice(&encode_terminal(412, r#"{"seq_num_mismatch":3}"#));
         let expected = vec![
             message(b""),
@@ -487,12 +436,12 @@ mod tests {
     #[test]
     fn compresses_only_when_negotiated_and_large() {
         let big = vec![7u8; 2000];
-        assert_eq!(encode_message(&big, Compression::None)[3], 0x00);
-        assert_eq!(encode_message(&big, Compression::Zstd)[3], 0x20);
-        assert_eq!(encode_message(&big, Compression::Gzip)[3], 0x40);
-        assert_eq!(encode_message(&big[..1023], Compression::Zstd)[3], 0x00);
-        assert_eq!(encode_message(&big[..1024], Compression::Gzip)[3], 0x40);
-        assert!(encode_message(&big, Compression::Zstd).len() < big.len());
+        assert_eq!(encode_message(&big, Coding::Identity)[3], 0x00);
+        assert_eq!(encode_message(&big, Coding::Zstd)[3], 0x20);
+        assert_eq!(encode_message(&big, Coding::Gzip)[3], 0x40);
+        assert_eq!(encode_message(&big[..1023], Coding::Zstd)[3], 0x00);
+        assert_eq!(encode_message(&big[..1024], Coding::Gzip)[3], 0x40);
+        assert!(encode_message(&big, Coding::Zstd).len() < big.len());
     }
 
     #[test]
@@ -647,22 +596,6 @@ mod tests {
         assert_eq!(decoder.next_frame(), Ok(Some(message(&[1, 2, 3, 4, 5]))));
         assert_eq!(decoder.next_frame(), Ok(None));
         assert_eq!(decoder.finish(), Ok(()));
-    }
-
-    #[test]
-    fn negotiation() {
-        let n = |values: &[&str]| Compression::negotiate(values.iter().copied());
-        assert_eq!(n(&[]), Compression::None);
-        assert_eq!(n(&["identity"]), Compression::None);
-        assert_eq!(n(&["gzip"]), Compression::Gzip);
-        assert_eq!(n(&["zstd"]), Compression::Zstd);
-        assert_eq!(n(&["gzip, deflate, br, zstd"]), Compression::Zstd);
-        assert_eq!(n(&["gzip", "ZSTD;q=0.5"]), Compression::Zstd);
-        assert_eq!(n(&["gzip, zstd;q=0"]), Compression::Gzip);
-        assert_eq!(n(&["zstd; Q = 0.000, gzip;q=1"]), Compression::Gzip);
-        assert_eq!(n(&["zstd;q=0, gzip;q=0"]), Compression::None);
-        assert_eq!(n(&[" GZip ;q=0.1"]), Compression::Gzip);
-        assert_eq!(n(&["*"]), Compression::None);
     }
 
     fn payload() -> impl Strategy<Value = Vec<u8>> {

@@ -17,13 +17,14 @@ use sluice_shards::records::AppendBatch;
 use sluice_shards::streamer::{AppendSession, AutoCreate, PendingAck};
 use sluice_shards::{EngineError, Shard};
 
-use super::{encryption_key, format, s2s_compression, stream_config_header, streaming};
+use super::{encryption_key, format, stream_config_header, streaming};
 use crate::api::access::Access;
 use crate::api::streams::target;
 use crate::api::{body, headers, ApiError, ApiResult, Body};
+use crate::wire::coding::Coding;
 use crate::wire::json::{self, JsonError};
 use crate::wire::proto::{self, ProtoError};
-use crate::wire::s2s::{self, Compression, Frame, FrameDecoder};
+use crate::wire::s2s::{self, Frame, FrameDecoder};
 use sluice_shards::tokens::Operation;
 
 /// Largest unary append body. A 1 MiB metered batch can take several times that as JSON.
@@ -133,7 +134,7 @@ async fn session(
 ) -> ApiResult<Response<Body>> {
     let spec = stream_config_header(req.headers())?;
     let key = encryption_key(req.headers())?;
-    let compression = s2s_compression(req.headers());
+    let compression = Coding::accepted(req.headers());
     // Errors about the stream itself are plain HTTP errors, before any frame.
     let appends = shard
         .prepare_append(basin.clone(), stream, key, AutoCreate::OnAppend(spec))
@@ -327,7 +328,7 @@ async fn write_acks(
     basin: BasinName,
     mut slots: mpsc::Receiver<Slot>,
     mut out: mpsc::Sender<Bytes>,
-    compression: Compression,
+    compression: Coding,
     _running: oneshot::Sender<()>,
 ) {
     let _open = shard.metrics().session(SessionKind::AppendS2s);

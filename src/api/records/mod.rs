@@ -23,16 +23,6 @@ pub use read::{read, ReadQuery};
 /// Frames a streaming response may have queued before its producer waits.
 const STREAM_BUFFER_FRAMES: usize = 8;
 
-/// The S2S frame compression the client accepts (WIRE §5.1).
-pub fn s2s_compression(headers: &HeaderMap) -> crate::wire::s2s::Compression {
-    crate::wire::s2s::Compression::negotiate(
-        headers
-            .get_all(header::ACCEPT_ENCODING)
-            .iter()
-            .filter_map(|v| v.to_str().ok()),
-    )
-}
-
 pub async fn check_tail(
     shard: &std::rc::Rc<Shard>,
     access: &super::access::Access,

@@ -21,12 +21,13 @@ use sluice_shards::streamer::{
 };
 use sluice_shards::{EngineError, Shard};
 
-use super::{encryption_key, format, s2s_compression, stream_config_header, streaming};
+use super::{encryption_key, format, stream_config_header, streaming};
 use crate::api::access::Access;
 use crate::api::streams::target;
 use crate::api::{headers, ApiError, ApiResult, Body};
+use crate::wire::coding::Coding;
 use crate::wire::json::{self, Format};
-use crate::wire::s2s::{self, Compression};
+use crate::wire::s2s;
 use crate::wire::{proto, sse};
 use sluice_shards::tokens::Operation;
 
@@ -144,7 +145,7 @@ pub async fn read(
         }
         Mode::S2s => {
             let first = first_item(&mut session).await?;
-            let compression = s2s_compression(req.headers());
+            let compression = Coding::accepted(req.headers());
             let (out, resp) = streaming("s2s/proto");
             let s2s = run_s2s(shard.clone(), basin, first, session, out, compression);
             glommio::spawn_local(s2s).detach();
@@ -260,7 +261,7 @@ async fn run_s2s(
     first: Option<ReadItem>,
     mut session: ReadSession,
     mut out: mpsc::Sender<Bytes>,
-    compression: Compression,
+    compression: Coding,
 ) {
     let _open = shard.metrics().session(SessionKind::ReadS2s);
     let mut first = first;

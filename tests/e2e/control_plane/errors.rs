@@ -296,6 +296,19 @@ fn large_json_responses_are_compressed_when_the_client_asks() {
     .expect("zstd body is JSON");
     assert_eq!(decoded, plain_json);
 
+    // The same negotiator as S2S frames: `x-gzip`, refusals with weights in any spelling.
+    for (accept, expected) in [
+        ("x-gzip", Some("gzip")),
+        ("zstd;Q=0, gzip", Some("gzip")),
+        ("zstd; q = 0.000, x-gzip", Some("gzip")),
+        ("gzip;Q=0", None),
+        ("br, *", None),
+    ] {
+        let reply = http(port, "GET", path, &[("Accept-Encoding", accept)], b"");
+        reply.expect_status(200);
+        assert_eq!(reply.header("content-encoding"), expected, "{accept}");
+    }
+
     // Small responses are sent as they are.
     let small_path = format!("/v1/basins/{}", names[0]);
     let small_plain = get(port, &small_path);

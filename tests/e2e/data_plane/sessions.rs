@@ -474,6 +474,9 @@ async fn s2s_read_session_compression() {
         (Some("gzip, zstd"), 1),
         (Some("zstd;q=0, gzip"), 2),
         (Some("gzip;q=0"), 0),
+        // The same negotiator as unary responses: `x-gzip`, and weights in any case.
+        (Some("x-gzip"), 2),
+        (Some("zstd;Q=0, x-gzip"), 2),
     ] {
         for (stream, big) in [("big", true), ("small", false)] {
             let extra: Vec<(&str, &str)> = accept
