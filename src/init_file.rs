@@ -58,19 +58,11 @@ struct BasinSpec {
     #[serde(default)]
     default_stream_config: Option<StreamSpec>,
     #[serde(default)]
-    stream_cipher: Option<CipherName>,
+    stream_cipher: Option<Cipher>,
     #[serde(default)]
     create_stream_on_append: Option<bool>,
     #[serde(default)]
     create_stream_on_read: Option<bool>,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-enum CipherName {
-    #[serde(rename = "aegis-256")]
-    Aegis256,
-    #[serde(rename = "aes-256-gcm")]
-    Aes256Gcm,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -90,17 +82,9 @@ struct StreamSpec {
 #[serde(deny_unknown_fields)]
 struct TimestampingSpec {
     #[serde(default)]
-    mode: Option<ModeName>,
+    mode: Option<TimestampingMode>,
     #[serde(default)]
     uncapped: Option<bool>,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-enum ModeName {
-    ClientPrefer,
-    ClientRequire,
-    Arrival,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -135,11 +119,7 @@ impl StreamSpec {
         StreamConfigSpec {
             storage_class: self.storage_class.clone(),
             retention_policy: self.retention_policy,
-            timestamping_mode: timestamping.and_then(|t| t.mode).map(|m| match m {
-                ModeName::ClientPrefer => TimestampingMode::ClientPrefer,
-                ModeName::ClientRequire => TimestampingMode::ClientRequire,
-                ModeName::Arrival => TimestampingMode::Arrival,
-            }),
+            timestamping_mode: timestamping.and_then(|t| t.mode),
             timestamping_uncapped: timestamping.and_then(|t| t.uncapped),
             delete_on_empty_min_age_secs: self
                 .delete_on_empty
@@ -157,10 +137,7 @@ impl BasinSpec {
                 .as_ref()
                 .map(StreamSpec::to_engine)
                 .unwrap_or_default(),
-            stream_cipher: self.stream_cipher.map(|c| match c {
-                CipherName::Aegis256 => Cipher::Aegis256,
-                CipherName::Aes256Gcm => Cipher::Aes256Gcm,
-            }),
+            stream_cipher: self.stream_cipher,
             create_stream_on_append: self.create_stream_on_append.unwrap_or(false),
             create_stream_on_read: self.create_stream_on_read.unwrap_or(false),
         }

@@ -40,6 +40,7 @@ pub enum RetentionPolicy {
     Infinite,
 }
 
+/// Its serde names are the API's, the init file's and the stored configuration's alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TimestampingMode {
@@ -48,12 +49,32 @@ pub enum TimestampingMode {
     Arrival,
 }
 
+impl TimestampingMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            TimestampingMode::ClientPrefer => "client-prefer",
+            TimestampingMode::ClientRequire => "client-require",
+            TimestampingMode::Arrival => "arrival",
+        }
+    }
+}
+
+/// Its serde names are the API's, the init file's and the stored configuration's alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Cipher {
     #[serde(rename = "aegis-256")]
     Aegis256,
     #[serde(rename = "aes-256-gcm")]
     Aes256Gcm,
+}
+
+impl Cipher {
+    pub fn name(self) -> &'static str {
+        match self {
+            Cipher::Aegis256 => "aegis-256",
+            Cipher::Aes256Gcm => "aes-256-gcm",
+        }
+    }
 }
 
 /// A stream configuration in which every field may be unset: what a client asks for, and
@@ -217,6 +238,26 @@ impl BasinConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_shown_are_the_names_read() {
+        use serde_json::{from_value, to_value, Value};
+        for mode in [
+            TimestampingMode::ClientPrefer,
+            TimestampingMode::ClientRequire,
+            TimestampingMode::Arrival,
+        ] {
+            assert_eq!(to_value(mode).unwrap(), Value::from(mode.name()));
+            assert_eq!(
+                from_value::<TimestampingMode>(mode.name().into()).unwrap(),
+                mode
+            );
+        }
+        for cipher in [Cipher::Aegis256, Cipher::Aes256Gcm] {
+            assert_eq!(to_value(cipher).unwrap(), Value::from(cipher.name()));
+            assert_eq!(from_value::<Cipher>(cipher.name().into()).unwrap(), cipher);
+        }
+    }
 
     fn age(s: u64) -> RetentionPolicy {
         RetentionPolicy::Age(NonZeroU64::new(s).unwrap())

@@ -30,13 +30,6 @@ impl std::fmt::Debug for EncryptionKey {
     }
 }
 
-pub fn cipher_name(cipher: Cipher) -> &'static str {
-    match cipher {
-        Cipher::Aegis256 => "aegis-256",
-        Cipher::Aes256Gcm => "aes-256-gcm",
-    }
-}
-
 /// Key material as it came in the `S2-Encryption-Key` header (already trimmed and at most
 /// [`KEY_MATERIAL_MAX_CHARS`] long).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +49,7 @@ impl KeyMaterial {
 
     /// The key for a stream with `cipher`; the error text is what the client sees.
     pub fn key_for(&self, cipher: Cipher) -> Result<EncryptionKey, String> {
-        let name = cipher_name(cipher);
+        let name = cipher.name();
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(&self.0)
             .map_err(|_| {

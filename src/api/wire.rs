@@ -5,7 +5,7 @@
 use std::num::NonZeroU64;
 
 use serde::de::{DeserializeOwned, Deserializer};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use sluice_shards::catalogue::{BasinInfo, StreamInfo};
 use sluice_shards::clock::UnixNanos;
@@ -57,56 +57,6 @@ fn present_not_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::
     bool::deserialize(d).map(Some)
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
-pub enum CipherJson {
-    #[serde(rename = "aegis-256")]
-    Aegis256,
-    #[serde(rename = "aes-256-gcm")]
-    Aes256Gcm,
-}
-
-impl From<CipherJson> for Cipher {
-    fn from(c: CipherJson) -> Cipher {
-        match c {
-            CipherJson::Aegis256 => Cipher::Aegis256,
-            CipherJson::Aes256Gcm => Cipher::Aes256Gcm,
-        }
-    }
-}
-
-fn cipher_name(c: Cipher) -> &'static str {
-    match c {
-        Cipher::Aegis256 => "aegis-256",
-        Cipher::Aes256Gcm => "aes-256-gcm",
-    }
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ModeJson {
-    ClientPrefer,
-    ClientRequire,
-    Arrival,
-}
-
-impl From<ModeJson> for TimestampingMode {
-    fn from(m: ModeJson) -> TimestampingMode {
-        match m {
-            ModeJson::ClientPrefer => TimestampingMode::ClientPrefer,
-            ModeJson::ClientRequire => TimestampingMode::ClientRequire,
-            ModeJson::Arrival => TimestampingMode::Arrival,
-        }
-    }
-}
-
-fn mode_name(m: TimestampingMode) -> &'static str {
-    match m {
-        TimestampingMode::ClientPrefer => "client-prefer",
-        TimestampingMode::ClientRequire => "client-require",
-        TimestampingMode::Arrival => "arrival",
-    }
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RetentionJson {
@@ -135,7 +85,7 @@ fn retention_value(r: RetentionPolicy) -> Value {
 #[derive(Debug, Default, Deserialize)]
 pub struct TimestampingJson {
     #[serde(default)]
-    mode: Option<ModeJson>,
+    mode: Option<TimestampingMode>,
     #[serde(default)]
     uncapped: Option<bool>,
 }
@@ -168,7 +118,7 @@ impl StreamConfigJson {
                 .retention_policy
                 .map(RetentionJson::validate)
                 .transpose()?,
-            timestamping_mode: timestamping.mode.map(Into::into),
+            timestamping_mode: timestamping.mode,
             timestamping_uncapped: timestamping.uncapped,
             // Inside a given object the minimum age defaults to 0.
             delete_on_empty_min_age_secs: self.delete_on_empty.map(|d| d.min_age_secs.unwrap_or(0)),
@@ -181,7 +131,7 @@ pub fn stream_config_value(c: &StreamConfig) -> Value {
     json!({
         "storage_class": c.storage_class,
         "retention_policy": retention_value(c.retention_policy),
-        "timestamping": { "mode": mode_name(c.timestamping_mode), "uncapped": c.timestamping_uncapped },
+        "timestamping": { "mode": c.timestamping_mode.name(), "uncapped": c.timestamping_uncapped },
         "delete_on_empty": { "min_age_secs": c.delete_on_empty_min_age_secs },
     })
 }
@@ -194,7 +144,7 @@ fn stream_spec_value(s: &StreamConfigSpec) -> Value {
     let timestamping = if s.timestamping_mode.is_none() && s.timestamping_uncapped.is_none() {
         Value::Null
     } else {
-        json!({ "mode": s.timestamping_mode.map(mode_name), "uncapped": s.timestamping_uncapped })
+        json!({ "mode": s.timestamping_mode.map(TimestampingMode::name), "uncapped": s.timestamping_uncapped })
     };
     json!({
         "storage_class": s.storage_class,
@@ -210,7 +160,7 @@ pub struct BasinConfigJson {
     #[serde(default)]
     default_stream_config: Option<StreamConfigJson>,
     #[serde(default)]
-    stream_cipher: Option<CipherJson>,
+    stream_cipher: Option<Cipher>,
     #[serde(default)]
     create_stream_on_append: bool,
     #[serde(default)]
@@ -225,7 +175,7 @@ impl BasinConfigJson {
                 .map(StreamConfigJson::validate)
                 .transpose()?
                 .unwrap_or_default(),
-            stream_cipher: self.stream_cipher.map(Into::into),
+            stream_cipher: self.stream_cipher,
             create_stream_on_append: self.create_stream_on_append,
             create_stream_on_read: self.create_stream_on_read,
         })
@@ -235,7 +185,7 @@ impl BasinConfigJson {
 pub fn basin_config_value(c: &BasinConfig) -> Value {
     json!({
         "default_stream_config": stream_spec_value(&c.default_stream_config),
-        "stream_cipher": c.stream_cipher.map(cipher_name),
+        "stream_cipher": c.stream_cipher.map(Cipher::name),
         "create_stream_on_append": c.create_stream_on_append,
         "create_stream_on_read": c.create_stream_on_read,
     })
@@ -244,7 +194,7 @@ pub fn basin_config_value(c: &BasinConfig) -> Value {
 #[derive(Debug, Default, Deserialize)]
 pub struct TimestampingPatchJson {
     #[serde(default)]
-    mode: Field<ModeJson>,
+    mode: Field<TimestampingMode>,
     #[serde(default)]
     uncapped: Field<bool>,
 }
@@ -281,7 +231,7 @@ impl StreamReconfigurationJson {
         let (timestamping_mode, timestamping_uncapped) = match self.timestamping.0 {
             Patch::Keep => (Patch::Keep, Patch::Keep),
             Patch::Clear => (Patch::Clear, Patch::Clear),
-            Patch::Set(t) => (map_patch(t.mode.0, |m| Ok(m.into()))?, t.uncapped.0),
+            Patch::Set(t) => (map_patch(t.mode.0, Ok)?, t.uncapped.0),
         };
         Ok(StreamReconfiguration {
             storage_class: self.storage_class.0,
@@ -303,7 +253,7 @@ pub struct BasinReconfigurationJson {
     #[serde(default)]
     default_stream_config: Field<StreamReconfigurationJson>,
     #[serde(default)]
-    stream_cipher: Field<CipherJson>,
+    stream_cipher: Field<Cipher>,
     #[serde(default, deserialize_with = "present_not_null")]
     create_stream_on_append: Option<bool>,
     #[serde(default, deserialize_with = "present_not_null")]
@@ -314,7 +264,7 @@ impl BasinReconfigurationJson {
     pub fn validate(self) -> ApiResult<BasinReconfiguration> {
         Ok(BasinReconfiguration {
             default_stream_config: map_patch(self.default_stream_config.0, |p| p.validate())?,
-            stream_cipher: map_patch(self.stream_cipher.0, |c| Ok(c.into()))?,
+            stream_cipher: map_patch(self.stream_cipher.0, Ok)?,
             create_stream_on_append: self.create_stream_on_append,
             create_stream_on_read: self.create_stream_on_read,
         })
@@ -362,7 +312,7 @@ pub fn stream_info_value(info: &StreamInfo) -> Value {
         "name": info.name.as_str(),
         "created_at": rfc3339(info.created_at),
         "deleted_at": info.deleted_at.map(rfc3339),
-        "cipher": info.cipher.map(cipher_name),
+        "cipher": info.cipher.map(Cipher::name),
     })
 }
 

@@ -229,7 +229,7 @@ fn decode(
         codec::DecodeError::DecryptionFailed => EngineError::DecryptionFailed,
         codec::DecodeError::KeyRequired(cipher) => EngineError::EncryptionKey(format!(
             "missing encryption key for stream cipher '{}'",
-            crate::crypto::cipher_name(cipher)
+            cipher.name()
         )),
     })
 }

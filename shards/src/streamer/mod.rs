@@ -693,7 +693,7 @@ pub(crate) fn stream_key(
     let material = material.ok_or_else(|| {
         EngineError::EncryptionKey(format!(
             "missing encryption key for stream cipher '{}'",
-            crate::crypto::cipher_name(cipher)
+            cipher.name()
         ))
     })?;
     let key = material
