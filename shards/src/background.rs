@@ -2,20 +2,22 @@
 //! running due delete-on-empty checks. Both are driven by durable markers (`14` trim
 //! cleanups, `13` deadlines), so they resume after a restart; every step is idempotent.
 
-use crate::metrics::Job;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use slatedb::WriteBatch;
 use tracing::{info, warn};
 
+use crate::backoff::Backoff;
 use crate::catalogue::LIST_LIMIT_MAX;
 use crate::error::Result;
+use crate::metrics::Job;
 use crate::names::{BasinName, StreamName};
 use crate::segments::index::BatchEntry;
 use crate::shard::Shard;
 use crate::storage::keys::{self, KeyKind};
+use crate::storage::Pages;
 
 /// How often each shard looks for background work.
 pub const BACKGROUND_TICK: Duration = Duration::from_secs(1);
@@ -24,32 +26,29 @@ const DOE_RECHECK_MAX_MS: u64 = 60_000;
 
 pub(crate) async fn run(shard: Rc<Shard>) {
     // Trim cleanups queued before the last stop.
+    let mut backoff = Backoff::default();
     while let Err(e) = shard.resume_trim_cleanups().await {
-        warn!(error = %e, "scanning queued trim cleanups failed; retrying");
-        glommio::timer::sleep(BACKGROUND_TICK).await;
+        let wait = backoff.failed();
+        warn!(error = %e, ?wait, "scanning queued trim cleanups failed; will retry");
+        glommio::timer::sleep(wait).await;
     }
     loop {
         glommio::timer::sleep(BACKGROUND_TICK).await;
-        if let Err(e) = shard.clean_up_trims().await {
-            warn!(error = %e, "trim cleanup failed; will retry");
-        }
+        shard.clean_up_trims().await;
         if let Err(e) = shard.run_due_doe_checks().await {
-            warn!(error = %e, "delete-on-empty checks failed; will retry");
+            warn!(error = %e, "scanning due delete-on-empty checks failed; will retry");
         }
     }
 }
 
 impl Shard {
     /// Pick up the trim cleanups queued before the last stop, a page of markers at a time.
+    /// A stream that cannot be loaded keeps its marker, for the next start.
     async fn resume_trim_cleanups(self: &Rc<Self>) -> Result<()> {
         let kind = KeyKind::TrimCleanup as u8;
-        let mut start = Bytes::from(vec![kind]);
-        let end = Bytes::from(vec![kind + 1]);
-        loop {
-            let rows = self
-                .storage
-                .scan(start.clone()..end.clone(), LIST_LIMIT_MAX)
-                .await?;
+        let range = Bytes::from(vec![kind])..Bytes::from(vec![kind + 1]);
+        let mut pages = Pages::new(range, LIST_LIMIT_MAX);
+        while let Some(rows) = pages.next(&self.storage).await? {
             for (key, _) in &rows {
                 let Some((basin, stream)) = keys::basin_stream_from_key(key) else {
                     continue;
@@ -58,27 +57,35 @@ impl Shard {
                     continue;
                 }
                 // Loading the streamer marks it for cleanup if it has a trim point.
-                if self.streamer(&basin, &stream).await?.is_none() {
-                    let mut batch = WriteBatch::new();
-                    batch.delete(key);
-                    self.storage.write(batch).await?;
+                match self.streamer(&basin, &stream).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        let mut batch = WriteBatch::new();
+                        batch.delete(key);
+                        self.storage.write(batch).await?;
+                    }
+                    Err(e) => {
+                        self.metrics().job_failed(Job::TrimCleanup);
+                        warn!(%basin, %stream, error = %e, "loading a stream to clean up its trim failed");
+                    }
                 }
             }
-            match rows.last() {
-                Some((last, _)) if rows.len() == LIST_LIMIT_MAX => start = keys::successor(last),
-                _ => return Ok(()),
-            }
         }
+        Ok(())
     }
 
     /// Remove records below the durable trim point of every loaded stream whose trim
-    /// point moved.
-    async fn clean_up_trims(self: &Rc<Self>) -> Result<()> {
+    /// point moved. One that fails is due again after a backoff; the others go on.
+    async fn clean_up_trims(self: &Rc<Self>) {
+        let now = Instant::now();
         let due: Vec<_> = self
             .streamers
             .borrow()
             .iter()
-            .filter(|(_, s)| s.borrow().trim_advanced)
+            .filter(|(_, s)| {
+                let s = s.borrow();
+                s.trim_advanced && s.trim_retry_at.is_none_or(|at| at <= now)
+            })
             .map(|(k, s)| (k.clone(), s.clone()))
             .collect();
         for ((basin, stream), streamer) in due {
@@ -90,15 +97,27 @@ impl Shard {
             if deleted {
                 continue;
             }
-            if let Err(e) = self.clean_up_trim(&basin, &stream, id, trim_point).await {
-                // Due again on the next tick, not only after the next trim or a restart.
-                streamer.borrow_mut().trim_advanced = true;
-                return Err(e);
+            match self.clean_up_trim(&basin, &stream, id, trim_point).await {
+                Ok(()) => {
+                    let mut s = streamer.borrow_mut();
+                    s.trim_backoff.succeeded();
+                    s.trim_retry_at = None;
+                    drop(s);
+                    self.metrics().job_done(Job::TrimCleanup);
+                    info!(%basin, %stream, trim_point, "trimmed records removed");
+                }
+                Err(e) => {
+                    // Due again after the backoff, not only after the next trim or a restart.
+                    let mut s = streamer.borrow_mut();
+                    s.trim_advanced = true;
+                    let wait = s.trim_backoff.failed();
+                    s.trim_retry_at = Some(Instant::now() + wait);
+                    drop(s);
+                    self.metrics().job_failed(Job::TrimCleanup);
+                    warn!(%basin, %stream, error = %e, ?wait, "trim cleanup failed; will retry");
+                }
             }
-            self.metrics().job_done(Job::TrimCleanup);
-            info!(%basin, %stream, trim_point, "trimmed records removed");
         }
-        Ok(())
     }
 
     async fn clean_up_trim(
@@ -116,13 +135,16 @@ impl Shard {
         Ok(())
     }
 
+    /// Run the delete-on-empty checks that are due, a page of them per tick. A check that
+    /// fails is put off by a backoff that grows with its failures in a row, kept in its
+    /// deadline marker's value, so that it delays no other check, across restarts too.
     async fn run_due_doe_checks(self: &Rc<Self>) -> Result<()> {
         let now = self.clock.now_millis();
         let rows = self
             .storage
             .scan(keys::doe_due(now), LIST_LIMIT_MAX)
             .await?;
-        for (key, _) in rows {
+        for (key, value) in rows {
             let Some((basin, stream)) = keys::doe_deadline_entry(&key) else {
                 continue;
             };
@@ -130,11 +152,29 @@ impl Shard {
                 continue;
             }
             let mut batch = WriteBatch::new();
-            if let Some(next) = self.check_delete_on_empty(&basin, &stream, now).await? {
-                batch.put(keys::doe_deadline(next, &basin, &stream), b"");
+            match self.check_delete_on_empty(&basin, &stream, now).await {
+                Ok(next) => {
+                    self.metrics().job_done(Job::DeleteOnEmptyCheck);
+                    if let Some(next) = next {
+                        batch.put(keys::doe_deadline(next, &basin, &stream), b"");
+                    }
+                }
+                Err(e) => {
+                    let failures = doe_failures(&value).saturating_add(1);
+                    let wait = Backoff::after(failures);
+                    self.metrics().job_failed(Job::DeleteOnEmptyCheck);
+                    warn!(%basin, %stream, error = %e, ?wait, "delete-on-empty check failed; will retry");
+                    let retry_at = now.saturating_add(wait.as_millis() as u64);
+                    batch.put(
+                        keys::doe_deadline(retry_at, &basin, &stream),
+                        Bytes::copy_from_slice(&failures.to_be_bytes()),
+                    );
+                }
             }
             batch.delete(&key);
-            self.storage.write(batch).await?;
+            if let Err(e) = self.storage.write(batch).await {
+                warn!(%basin, %stream, error = %e, "rescheduling a delete-on-empty check failed");
+            }
         }
         Ok(())
     }
@@ -190,13 +230,9 @@ impl Shard {
         if from >= end {
             return Ok(false);
         }
-        let mut start = keys::batch_index(id, from);
         let stream_end = keys::stream_id_range(KeyKind::BatchIndex, id).end;
-        loop {
-            let rows = self
-                .storage
-                .scan(start.clone()..stream_end.clone(), LIST_LIMIT_MAX)
-                .await?;
+        let mut pages = Pages::new(keys::batch_index(id, from)..stream_end, LIST_LIMIT_MAX);
+        while let Some(rows) = pages.next(&self.storage).await? {
             for (_, value) in &rows {
                 match BatchEntry::decode(value) {
                     Some(entry) if entry.first_seq_num >= end => return Ok(false),
@@ -204,12 +240,13 @@ impl Shard {
                     _ => {}
                 }
             }
-            match rows.last() {
-                Some((last, _)) if rows.len() == LIST_LIMIT_MAX => {
-                    start = keys::successor(last);
-                }
-                _ => return Ok(false),
-            }
         }
+        Ok(false)
     }
+}
+
+/// Failures in a row of a delete-on-empty check, from its deadline marker's value (empty
+/// until one fails).
+fn doe_failures(value: &[u8]) -> u32 {
+    value.try_into().map_or(0, u32::from_be_bytes)
 }

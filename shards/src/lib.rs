@@ -4,6 +4,7 @@
 //! nothing of HTTP.
 
 mod background;
+pub mod backoff;
 pub mod catalogue;
 pub mod clock;
 pub mod config;

@@ -30,6 +30,9 @@ const SECONDS_BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 /// The buckets `s2 lite` uses for its latency histograms.
+/// Rows per scan: the engine's page sizes are among the bounds, so a scan larger than its
+/// page shows.
+const SCAN_ROWS_BUCKETS: &[f64] = &[1.0, 16.0, 256.0, 1000.0, 4096.0, 5000.0, 10_000.0, 65_536.0];
 const S2_SECONDS_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 const S2_BATCH_RECORDS_BUCKETS: &[f64] = &[1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0];
 const S2_BATCH_BYTES_BUCKETS: &[f64] = &[
@@ -150,15 +153,24 @@ pub enum Job {
     SegmentDeleted,
     /// A mostly dead segment's live runs copied out and the segment deleted.
     SegmentCompacted,
+    /// A page of segment records swept.
+    SweepPage,
+    /// A page of the segment listing checked for orphans.
+    OrphanPage,
+    /// A due delete-on-empty check.
+    DeleteOnEmptyCheck,
 }
 
 impl Job {
-    const ALL: [Job; 5] = [
+    const ALL: [Job; 8] = [
         Job::TrimCleanup,
         Job::StreamDeletion,
         Job::BasinDeletion,
         Job::SegmentDeleted,
         Job::SegmentCompacted,
+        Job::SweepPage,
+        Job::OrphanPage,
+        Job::DeleteOnEmptyCheck,
     ];
 
     fn label(self) -> &'static str {
@@ -168,6 +180,9 @@ impl Job {
             Job::BasinDeletion => "basin_deletion",
             Job::SegmentDeleted => "segment_deleted",
             Job::SegmentCompacted => "segment_compacted",
+            Job::SweepPage => "sweep_page",
+            Job::OrphanPage => "orphan_page",
+            Job::DeleteOnEmptyCheck => "delete_on_empty_check",
         }
     }
 }
@@ -194,9 +209,11 @@ pub struct Metrics {
     jobs_running: IntGaugeVec,
     busy_seconds: prometheus::CounterVec,
     jobs: IntCounterVec,
+    job_failures: IntCounterVec,
     reclaimed_bytes: IntCounterVec,
     storage_seconds: HistogramVec,
     storage_errors: IntCounterVec,
+    scan_rows: Histogram,
     s2_permit: Histogram,
     s2_ack: Histogram,
     s2_batch_records: Histogram,
@@ -381,6 +398,12 @@ impl Metrics {
                 "Background work finished.",
                 &["shard", "job"],
             ),
+            job_failures: counter_vec(
+                &r,
+                "sluice_background_failures_total",
+                "Background work that failed and will be tried again later, with backoff.",
+                &["shard", "job"],
+            ),
             reclaimed_bytes: counter_vec(
                 &r,
                 "sluice_reclaimed_bytes_total",
@@ -400,6 +423,16 @@ impl Metrics {
                 "Storage operations that failed.",
                 &["op"],
             ),
+            scan_rows: {
+                let opts = HistogramOpts::new(
+                    "sluice_storage_scan_rows",
+                    "Rows one scan of the database returned: every scan is paged, and its bucket bounds are the page sizes.",
+                )
+                .buckets(SCAN_ROWS_BUCKETS.to_vec());
+                let metric = Histogram::with_opts(opts).expect("valid metric");
+                r.register(Box::new(metric.clone())).expect("unique metric");
+                metric
+            },
             s2_permit: histogram(
                 &r,
                 "s2_append_permit_latency_seconds",
@@ -469,6 +502,11 @@ impl Metrics {
             jobs_running: self.jobs_running.with_label_values(&[&s]),
             busy_seconds: self.busy_seconds.with_label_values(&[&s]),
             jobs: Job::ALL.map(|j| self.jobs.with_label_values(&[&s, j.label()]).local()),
+            job_failures: Job::ALL.map(|j| {
+                self.job_failures
+                    .with_label_values(&[&s, j.label()])
+                    .local()
+            }),
             reclaimed_bytes: self.reclaimed_bytes.with_label_values(&[&s]).local(),
             s2_permit: self.s2_permit.local(),
             s2_ack: self.s2_ack.local(),
@@ -482,6 +520,7 @@ impl Metrics {
         StorageMetrics {
             seconds: StorageOp::ALL.map(|op| self.storage_seconds.with_label_values(&[op.label()])),
             errors: StorageOp::ALL.map(|op| self.storage_errors.with_label_values(&[op.label()])),
+            scan_rows: self.scan_rows.clone(),
         }
     }
 
@@ -535,7 +574,8 @@ pub struct ShardMetrics {
     inbox_depth: GenericGauge<AtomicI64>,
     jobs_running: GenericGauge<AtomicI64>,
     busy_seconds: GenericCounter<AtomicF64>,
-    jobs: [LocalIntCounter; 5],
+    jobs: [LocalIntCounter; 8],
+    job_failures: [LocalIntCounter; 8],
     reclaimed_bytes: LocalIntCounter,
     s2_permit: LocalHistogram,
     s2_ack: LocalHistogram,
@@ -587,6 +627,10 @@ impl ShardMetrics {
         self.jobs[job as usize].inc();
     }
 
+    pub fn job_failed(&self, job: Job) {
+        self.job_failures[job as usize].inc();
+    }
+
     pub fn reclaimed(&self, bytes: u64) {
         self.reclaimed_bytes.inc_by(bytes);
     }
@@ -621,6 +665,7 @@ impl ShardMetrics {
             h.flush();
         }
         self.jobs.iter().for_each(LocalIntCounter::flush);
+        self.job_failures.iter().for_each(LocalIntCounter::flush);
         self.reclaimed_bytes.flush();
         let as_gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         self.inflight_bytes.set(as_gauge(gauges.inflight_bytes));
@@ -656,6 +701,7 @@ impl Drop for SessionGuard {
 pub struct StorageMetrics {
     seconds: [Histogram; 8],
     errors: [prometheus::IntCounter; 8],
+    scan_rows: Histogram,
 }
 
 impl StorageMetrics {
@@ -664,5 +710,9 @@ impl StorageMetrics {
         if !ok {
             self.errors[op as usize].inc();
         }
+    }
+
+    pub fn scanned(&self, rows: usize) {
+        self.scan_rows.observe(rows as f64);
     }
 }

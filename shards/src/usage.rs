@@ -32,6 +32,7 @@ use crate::names::{BasinName, FilterKind, StreamFilter, StreamName};
 use crate::segments::index::BatchEntry;
 use crate::shard::Shard;
 use crate::storage::keys::{self, KeyKind};
+use crate::storage::Pages;
 use crate::tokens::Operation;
 
 /// How often each shard writes its counts.
@@ -189,14 +190,9 @@ impl Shard {
             self.on_owner(owner, |shard| async move { shard.flush_usage().await })
                 .await?;
         }
-        let range = keys::usage_range(from_secs, to_secs);
         let mut rows = Vec::new();
-        let mut start = range.start.clone();
-        loop {
-            let page = self
-                .storage
-                .scan(start.clone()..range.end.clone(), LIST_LIMIT_MAX)
-                .await?;
+        let mut pages = Pages::new(keys::usage_range(from_secs, to_secs), LIST_LIMIT_MAX);
+        while let Some(page) = pages.next(&self.storage).await? {
             for (key, value) in &page {
                 let minute_secs = keys::usage_minute(key).ok_or_else(|| corrupt(key, "key"))?;
                 for (basin, counter, count) in
@@ -210,11 +206,8 @@ impl Shard {
                     });
                 }
             }
-            match page.last() {
-                Some((key, _)) if page.len() == LIST_LIMIT_MAX => start = keys::successor(key),
-                _ => return Ok(rows),
-            }
         }
+        Ok(rows)
     }
 
     /// Delete a page of buckets older than the retention period; whether any were left.
@@ -265,25 +258,18 @@ impl Shard {
     /// expired.
     async fn measure_runs(&self, id: u128, trim_point: u64) -> Result<u64> {
         let end = keys::stream_id_range(KeyKind::BatchIndex, id).end;
-        let mut start = keys::batch_index(id, trim_point);
+        let mut pages = Pages::new(keys::batch_index(id, trim_point)..end, MEASURE_PAGE);
         let now_ms = self.clock.now_millis();
         let mut total = 0u64;
-        loop {
-            let rows = self
-                .storage
-                .scan(start.clone()..end.clone(), MEASURE_PAGE)
-                .await?;
+        while let Some(rows) = pages.next(&self.storage).await? {
             for (key, value) in &rows {
                 let entry = BatchEntry::decode(value).ok_or_else(|| corrupt(key, "batch entry"))?;
                 if !entry.expired(now_ms) {
                     total += entry.metered_bytes;
                 }
             }
-            match rows.last() {
-                Some((key, _)) if rows.len() == MEASURE_PAGE => start = keys::successor(key),
-                _ => return Ok(total),
-            }
         }
+        Ok(total)
     }
 
     /// The metered bytes of every stream of a basin, by stream name.

@@ -14,10 +14,12 @@ use slatedb::WriteBatch;
 use tracing::{info, warn};
 
 use super::{ListRequest, LIST_LIMIT_MAX};
+use crate::backoff::Backoff;
 use crate::error::{EngineError, Result};
 use crate::names::{BasinName, StreamFilter, StreamName};
 use crate::shard::Shard;
 use crate::storage::keys::{self, KeyKind};
+use crate::storage::Pages;
 
 /// Keys, and bytes of values read, per page of a range deletion.
 const DELETE_PAGE_KEYS: usize = 10_000;
@@ -25,9 +27,6 @@ const DELETE_PAGE_BYTES: usize = 8 * 1024 * 1024;
 
 /// How often a cleanup waiting for the log's index to become durable looks again.
 const LOG_DURABLE_POLL: Duration = Duration::from_millis(100);
-
-/// Back-off after a failed cleanup step, before trying again.
-const RETRY_DELAY: Duration = Duration::from_secs(1);
 
 pub(crate) fn schedule_stream_cleanup(shard: &Rc<Shard>, basin: BasinName, stream: StreamName) {
     let shard = shard.clone();
@@ -38,11 +37,11 @@ pub(crate) fn schedule_stream_cleanup(shard: &Rc<Shard>, basin: BasinName, strea
     .detach();
 }
 
-/// Remove a deleted stream, retrying failed steps until it is gone.
+/// Remove a deleted stream, retrying with backoff until it is gone.
 async fn clean_up_stream_until_done(shard: &Shard, basin: &BasinName, stream: &StreamName) {
-    while let Err(e) = shard.clean_up_stream(basin, stream).await {
-        warn!(%basin, %stream, error = %e, "stream cleanup failed; retrying");
-        glommio::timer::sleep(RETRY_DELAY).await;
+    let mut backoff = Backoff::default();
+    while !shard.try_stream_cleanup(basin, stream, &mut backoff).await {
+        glommio::timer::sleep(Backoff::after(backoff.failures())).await;
     }
 }
 
@@ -50,14 +49,20 @@ pub(crate) fn schedule_basin_deletion(shard: &Rc<Shard>, basin: BasinName) {
     let shard = shard.clone();
     glommio::spawn_local(async move {
         glommio::timer::sleep(shard.options.deletion_delay).await;
+        let mut backoff = Backoff::default();
         loop {
             match shard.finish_basin_deletion(&basin).await {
                 Ok(true) => break,
                 // Streams remain; they are being cleaned up on their owners.
-                Ok(false) => glommio::timer::sleep(shard.options.deletion_delay).await,
+                Ok(false) => {
+                    backoff.succeeded();
+                    glommio::timer::sleep(shard.options.deletion_delay).await;
+                }
                 Err(e) => {
-                    warn!(%basin, error = %e, "basin deletion step failed; retrying");
-                    glommio::timer::sleep(RETRY_DELAY).await;
+                    shard.metrics().job_failed(Job::BasinDeletion);
+                    let wait = backoff.failed();
+                    warn!(%basin, error = %e, ?wait, "basin deletion step failed; will retry");
+                    glommio::timer::sleep(wait).await;
                 }
             }
         }
@@ -66,6 +71,25 @@ pub(crate) fn schedule_basin_deletion(shard: &Rc<Shard>, basin: BasinName) {
 }
 
 impl Shard {
+    /// One try at removing a deleted stream; returns whether it is gone. A failure is
+    /// counted and logged, with the wait before the next try.
+    async fn try_stream_cleanup(
+        &self,
+        basin: &BasinName,
+        stream: &StreamName,
+        backoff: &mut Backoff,
+    ) -> bool {
+        match self.clean_up_stream(basin, stream).await {
+            Ok(()) => true,
+            Err(e) => {
+                self.metrics().job_failed(Job::StreamDeletion);
+                let wait = backoff.failed();
+                warn!(%basin, %stream, error = %e, ?wait, "stream cleanup failed; will retry");
+                false
+            }
+        }
+    }
+
     /// Remove a deleted stream's runs, state and metadata, then its queue marker. The
     /// runs go first, in pages, so a crash midway leaves the marker to resume from.
     async fn clean_up_stream(&self, basin: &BasinName, stream: &StreamName) -> Result<()> {
@@ -110,27 +134,15 @@ impl Shard {
     /// marker) makes them durable too, since the WAL is ordered, and a crash before it
     /// leaves the marker to start over from.
     pub(crate) async fn delete_range(&self, range: std::ops::Range<Bytes>) -> Result<()> {
-        let mut start = range.start.clone();
-        loop {
-            let rows = self
-                .storage
-                .scan_bounded(
-                    start.clone()..range.end.clone(),
-                    DELETE_PAGE_KEYS,
-                    DELETE_PAGE_BYTES,
-                )
-                .await?;
-            let Some((last, _)) = rows.last() else {
-                return Ok(());
-            };
-            let next = keys::successor(last);
+        let mut pages = Pages::bounded(range, DELETE_PAGE_KEYS, DELETE_PAGE_BYTES);
+        while let Some(rows) = pages.next(&self.storage).await? {
             let mut batch = WriteBatch::new();
             for (key, _) in &rows {
                 batch.delete(key);
             }
             self.storage.apply(batch).await?;
-            start = next;
         }
+        Ok(())
     }
 
     /// One pass of a basin's deletion: delete every stream still in it; once none is left,
@@ -189,35 +201,56 @@ impl Shard {
     }
 }
 
-/// Resume the cleanups that were queued before the last stop and are owned by `shard`.
-/// Stream cleanups run here one at a time, a page of markers at a time, rather than as a
-/// task each: a boot after many deletions holds nothing per queued stream.
+/// Resume the cleanups that were queued before the last stop and are owned by `shard`,
+/// in passes over the queue markers, a page at a time: each pass tries every stream
+/// cleanup once, one after another rather than as a task each (a boot after many deletions
+/// holds nothing per queued stream), and starts each basin's deletion task on the first.
+/// A cleanup that fails stays queued for the next pass, after a backoff; the others go on.
 pub async fn resume_background_work(shard: Rc<Shard>) {
     // Deletions from just before the stop stay "pending" for the configured delay, as they
     // would have without the restart.
     glommio::timer::sleep(shard.options.deletion_delay).await;
-    for kind in [KeyKind::StreamCleanup, KeyKind::BasinDeletion] {
-        while let Err(e) = resume_kind(&shard, kind).await {
-            warn!(error = %e, "scanning queued cleanups failed; retrying");
-            glommio::timer::sleep(RETRY_DELAY).await;
+    let mut backoff = Backoff::default();
+    let mut basins_started = false;
+    loop {
+        let mut complete = true;
+        for kind in [KeyKind::StreamCleanup, KeyKind::BasinDeletion] {
+            if kind == KeyKind::BasinDeletion && basins_started {
+                continue;
+            }
+            match resume_kind(&shard, kind, &mut backoff).await {
+                Ok(all_done) => complete &= all_done,
+                Err(e) => {
+                    warn!(error = %e, "scanning queued cleanups failed; will retry");
+                    complete = false;
+                    backoff.failed();
+                    continue;
+                }
+            }
+            basins_started |= kind == KeyKind::BasinDeletion;
         }
+        if complete {
+            return;
+        }
+        glommio::timer::sleep(Backoff::after(backoff.failures())).await;
     }
 }
 
-async fn resume_kind(shard: &Rc<Shard>, kind: KeyKind) -> Result<()> {
-    let mut start = Bytes::from(vec![kind as u8]);
-    let end = Bytes::from(vec![kind as u8 + 1]);
-    loop {
-        let rows = shard
-            .storage
-            .scan(start.clone()..end.clone(), LIST_LIMIT_MAX)
-            .await?;
+/// One pass over the queue markers of `kind`; returns whether every queued stream
+/// cleanup in it succeeded.
+async fn resume_kind(shard: &Rc<Shard>, kind: KeyKind, backoff: &mut Backoff) -> Result<bool> {
+    let mut all_done = true;
+    let mut pages = Pages::new(
+        Bytes::from(vec![kind as u8])..Bytes::from(vec![kind as u8 + 1]),
+        LIST_LIMIT_MAX,
+    );
+    while let Some(rows) = pages.next(&shard.storage).await? {
         for (key, _) in &rows {
             match kind {
                 KeyKind::StreamCleanup => {
                     if let Some((basin, stream)) = keys::basin_stream_from_key(key) {
                         if shard.placement.stream_owner(&basin, &stream) == shard.id {
-                            clean_up_stream_until_done(shard, &basin, &stream).await;
+                            all_done &= shard.try_stream_cleanup(&basin, &stream, backoff).await;
                         }
                     }
                 }
@@ -231,11 +264,9 @@ async fn resume_kind(shard: &Rc<Shard>, kind: KeyKind) -> Result<()> {
                 _ => {}
             }
         }
-        match rows.last() {
-            Some((last, _)) if rows.len() == LIST_LIMIT_MAX => {
-                start = keys::successor(last);
-            }
-            _ => return Ok(()),
-        }
     }
+    if all_done {
+        backoff.succeeded();
+    }
+    Ok(all_done)
 }

@@ -17,7 +17,7 @@ pub mod format;
 pub mod index;
 pub mod log;
 pub(crate) mod reader;
-pub(crate) mod reclaim;
+pub mod reclaim;
 pub(crate) mod writer;
 
 pub use log::core::{

@@ -29,10 +29,8 @@
 //! i.e. within `segments / SWEEP_SEGMENTS_PER_TICK` ticks (a few seconds for a store of a
 //! few thousand segments, a minute for 60,000).
 
-use crate::metrics::Job;
-use std::collections::HashSet;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use slatedb::WriteBatch;
@@ -41,15 +39,24 @@ use tracing::{debug, warn};
 use super::format::{self, HEADER_BYTES};
 use super::index::{BatchEntry, SegmentRecord};
 use super::SegmentId;
+use crate::backoff::Backoff;
 use crate::error::{EngineError, Result, StorageError};
+use crate::metrics::Job;
 use crate::shard::Shard;
 use crate::storage::keys::{self, KeyKind};
-use crate::storage::Guarded;
+use crate::storage::{Guarded, Pages, SegmentListing};
 
 /// How often shard 0 sweeps a page of segments.
 pub const RECLAIM_TICK: Duration = Duration::from_secs(1);
 /// Segment records one sweep step reads.
 pub const SWEEP_SEGMENTS_PER_TICK: usize = 1000;
+/// Segment references one sweep step reads: a page of segments whose references run past
+/// it is cut short at the segment where they do.
+pub const SWEEP_REFS_PER_TICK: usize = 4096;
+/// Tries of a one-segment page before the sweep steps past that segment.
+const SWEEP_TRIES_PER_SEGMENT: u32 = 3;
+/// Objects of the segment listing the orphan pass checks per tick.
+pub const ORPHAN_PAGE_OBJECTS: usize = 1000;
 /// Segments smaller than this are never compacted: rewriting them buys little.
 pub const COMPACT_MIN_BYTES: u64 = 1 << 20;
 /// A segment whose live share falls below this percentage is compacted.
@@ -57,23 +64,130 @@ pub const COMPACT_LIVE_PERCENT: u64 = 50;
 /// Index entries one step of dropping runs reads and deletes.
 const DROP_PAGE_RUNS: usize = 5000;
 
-/// Shard 0's reclaimer: orphans once, then the sweep forever.
+/// Shard 0's reclaimer: every tick, one page of the sweep and, until the orphan pass is
+/// done, one page of it. Neither waits for the other, and each backs off on its own.
 pub(crate) async fn run(shard: Rc<Shard>) {
     if shard.id != 0 {
         return;
     }
-    while let Err(e) = shard.delete_orphans().await {
-        warn!(error = %e, "looking for orphaned segments failed; retrying");
-        glommio::timer::sleep(RECLAIM_TICK).await;
-    }
-    let mut cursor: Option<Bytes> = None;
+    let mut orphans = Some(OrphanPass::default());
+    let mut sweep = Sweep::default();
     loop {
         glommio::timer::sleep(RECLAIM_TICK).await;
-        match shard.sweep(cursor.clone()).await {
-            Ok(next) => cursor = next,
-            Err(e) => warn!(error = %e, "segment sweep failed; will retry"),
+        if let Some(pass) = &mut orphans {
+            if pass.step(&shard).await {
+                orphans = None;
+            }
+        }
+        sweep.step(&shard).await;
+    }
+}
+
+/// Where the sweep is, and how it is doing. A page that fails is read again after a
+/// backoff, half as large each time; one segment that keeps failing alone is stepped past
+/// (the next round comes back to it).
+struct Sweep {
+    cursor: Option<Bytes>,
+    page: usize,
+    backoff: Backoff,
+    retry_at: Option<Instant>,
+}
+
+impl Default for Sweep {
+    fn default() -> Sweep {
+        Sweep {
+            cursor: None,
+            page: SWEEP_SEGMENTS_PER_TICK,
+            backoff: Backoff::default(),
+            retry_at: None,
         }
     }
+}
+
+impl Sweep {
+    async fn step(&mut self, shard: &Shard) {
+        if self.retry_at.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
+        match shard.sweep(self.cursor.clone(), self.page).await {
+            Ok(next) => {
+                shard.metrics().job_done(Job::SweepPage);
+                self.cursor = next;
+                self.page = (self.page * 2).min(SWEEP_SEGMENTS_PER_TICK);
+                self.backoff.succeeded();
+                self.retry_at = None;
+            }
+            Err(e) => {
+                shard.metrics().job_failed(Job::SweepPage);
+                let wait = self.backoff.failed();
+                warn!(error = %e, page = self.page, ?wait, "segment sweep failed; will retry");
+                if self.page > 1 {
+                    self.page /= 2;
+                } else if self.backoff.failures() >= SWEEP_TRIES_PER_SEGMENT {
+                    self.step_past_one(shard).await;
+                }
+                self.retry_at = Some(Instant::now() + wait);
+            }
+        }
+    }
+
+    /// Move the cursor past the one segment at it, which failed alone time after time.
+    async fn step_past_one(&mut self, shard: &Shard) {
+        let range = keys::segments_range();
+        let start = self.cursor.clone().unwrap_or(range.start);
+        if let Ok(rows) = shard.storage.scan(start..range.end, 1).await {
+            if let Some((key, _)) = rows.first() {
+                warn!(key = %hex(key), "a segment failed every sweep of it; skipped until the next round");
+                self.cursor = Some(keys::successor(key));
+                self.backoff.succeeded();
+            }
+        }
+    }
+}
+
+/// The orphan pass: the segment listing, a page per tick, each checked against the
+/// segment records. A failed page restarts the listing after a backoff (what was deleted
+/// is gone; the rest is listed again).
+#[derive(Default)]
+struct OrphanPass {
+    listing: Option<SegmentListing>,
+    backoff: Backoff,
+    retry_at: Option<Instant>,
+}
+
+impl OrphanPass {
+    /// One page; returns whether the pass is done.
+    async fn step(&mut self, shard: &Shard) -> bool {
+        if self.retry_at.is_some_and(|at| Instant::now() < at) {
+            return false;
+        }
+        let listing = self
+            .listing
+            .get_or_insert_with(|| shard.storage.list_segments(ORPHAN_PAGE_OBJECTS));
+        let result = match listing.next_page().await {
+            None => return true,
+            Some(Ok(page)) => shard.delete_orphans(page).await,
+            Some(Err(e)) => Err(e.into()),
+        };
+        match result {
+            Ok(()) => {
+                shard.metrics().job_done(Job::OrphanPage);
+                self.backoff.succeeded();
+            }
+            Err(e) => {
+                shard.metrics().job_failed(Job::OrphanPage);
+                let wait = self.backoff.failed();
+                warn!(error = %e, ?wait, "looking for orphaned segments failed; will list again");
+                self.listing = None;
+                self.retry_at = Some(Instant::now() + wait);
+            }
+        }
+        false
+    }
+}
+
+fn hex(key: &[u8]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A run still referencing the segment being swept: its stream, its entry, and the
@@ -100,16 +214,8 @@ impl Shard {
             Some(seq_num) => keys::batch_index(id, seq_num),
             None => all.end,
         };
-        let mut start = all.start;
-        loop {
-            let rows = self
-                .storage
-                .scan(start.clone()..end.clone(), DROP_PAGE_RUNS)
-                .await?;
-            let Some((last, _)) = rows.last() else {
-                return Ok(());
-            };
-            let next = keys::successor(last);
+        let mut pages = Pages::new(all.start..end, DROP_PAGE_RUNS);
+        while let Some(rows) = pages.next(&self.storage).await? {
             let mut guards = Vec::with_capacity(rows.len());
             for (key, value) in &rows {
                 let entry =
@@ -132,40 +238,52 @@ impl Shard {
                 .storage
                 .write_where_unchanged(guards, Vec::new())
                 .await?
-                == count
+                != count
             {
-                start = next;
+                // A run moved under us: read the page again.
+                pages.again_from(rows[0].0.clone());
             }
-            // Otherwise a run moved under us: read the page again.
         }
+        Ok(())
     }
 
-    /// One step of the sweep, from `cursor` (a segment key); returns where the next starts.
-    /// A page of segment records and all their references are read in two scans, and the
+    /// One step of the sweep, from `cursor` (a segment key), over at most `page` segment
+    /// records and [`SWEEP_REFS_PER_TICK`] references; returns where the next starts. The
     /// page's deletions go in three writes (expired runs, objects, records), whatever the
-    /// number of segments in it.
-    async fn sweep(&self, cursor: Option<Bytes>) -> Result<Option<Bytes>> {
+    /// number of segments in it. A segment that cannot be judged (a bad record or
+    /// reference) or whose deletion or compaction fails is counted, logged and left for the
+    /// next round; only a failure to read or write the page fails the step.
+    async fn sweep(&self, cursor: Option<Bytes>, page: usize) -> Result<Option<Bytes>> {
         let range = keys::segments_range();
         let start = cursor.unwrap_or(range.start);
-        let rows = self
-            .storage
-            .scan(start..range.end, SWEEP_SEGMENTS_PER_TICK)
-            .await?;
-        let (Some((first, _)), Some((last, _))) = (rows.first(), rows.last()) else {
-            return Ok(None);
-        };
-        let (Some(first), Some(last)) = (keys::segment_id_of(first), keys::segment_id_of(last))
-        else {
-            return Err(corrupt(first, "bad segment key"));
+        let mut rows = self.storage.scan(start..range.end, page).await?;
+        let mut more = rows.len() == page;
+        let ids: Vec<Option<u128>> = rows.iter().map(|(k, _)| keys::segment_id_of(k)).collect();
+        let (Some(Some(first)), Some(Some(last))) = (ids.first(), ids.last()) else {
+            return match rows.first() {
+                None => Ok(None),
+                Some((key, _)) => Err(corrupt(key, "bad segment key")),
+            };
         };
         let refs = self
             .storage
             .scan(
-                keys::stream_id_range(KeyKind::SegmentRef, first).start
-                    ..keys::stream_id_range(KeyKind::SegmentRef, last).end,
-                usize::MAX,
+                keys::stream_id_range(KeyKind::SegmentRef, *first).start
+                    ..keys::stream_id_range(KeyKind::SegmentRef, *last).end,
+                SWEEP_REFS_PER_TICK,
             )
             .await?;
+        // A full page of references may end inside a segment: judge only the segments
+        // before it, or, when the first segment alone fills the page, drop what of it has
+        // expired and judge it on a later round.
+        let mut judged = rows.len();
+        if refs.len() == SWEEP_REFS_PER_TICK {
+            let cut = refs.last().and_then(|(k, _)| keys::segment_id_of(k));
+            let before = ids.iter().take_while(|id| **id < cut).count();
+            judged = before;
+            rows.truncate(before.max(1));
+            more = true;
+        }
         let mut refs = refs.into_iter().peekable();
         let now = self.clock.now_millis();
         // A commit above the durable watermark may be replayed after a crash: it stays, and
@@ -174,14 +292,16 @@ impl Shard {
         let mut expired = WriteBatch::new();
         let mut empty = Vec::new();
         let mut sparse = Vec::new();
-        for (key, value) in &rows {
+        for (i, (key, value)) in rows.iter().enumerate() {
             let (Some(segment), Some(record)) =
                 (keys::segment_id_of(key), SegmentRecord::decode(value))
             else {
-                return Err(corrupt(key, "bad segment record"));
+                self.skip_segment(key, "bad segment record");
+                continue;
             };
             let mut live_bytes = 0u64;
             let mut live = Vec::new();
+            let mut bad = false;
             // References sort by segment: this segment's come next.
             while let Some((key, value)) =
                 refs.next_if(|(k, _)| keys::segment_id_of(k).is_some_and(|s| s <= segment))
@@ -189,7 +309,8 @@ impl Shard {
                 let (Some(entry), Some((id, last))) =
                     (BatchEntry::decode(&value), keys::segment_ref_entry(&key))
                 else {
-                    return Err(corrupt(&key, "bad segment reference"));
+                    bad = true;
+                    continue;
                 };
                 if keys::segment_id_of(&key) != Some(segment) {
                     continue;
@@ -207,9 +328,14 @@ impl Shard {
                     live.push(LiveRun { id, entry, value });
                 }
             }
-            if SegmentId(segment)
-                .log_position()
-                .is_some_and(|p| p > durable)
+            if bad {
+                self.skip_segment(key, "bad segment reference");
+                continue;
+            }
+            if i >= judged
+                || SegmentId(segment)
+                    .log_position()
+                    .is_some_and(|p| p > durable)
             {
                 continue;
             }
@@ -225,28 +351,56 @@ impl Shard {
         if !expired.is_empty() {
             self.storage.write(expired).await?;
         }
-        if !empty.is_empty() {
-            futures::future::try_join_all(
-                empty
-                    .iter()
-                    .map(|(segment, _)| self.storage.delete_segment(*segment)),
-            )
-            .await?;
-            let mut records = WriteBatch::new();
-            for (segment, record) in &empty {
-                records.delete(keys::segment(segment.0));
-                debug!(segment = %format!("{:032x}", segment.0), bytes = record.object_bytes, "segment reclaimed");
-            }
-            self.storage.write(records).await?;
-            for (_, record) in &empty {
-                self.metrics().job_done(Job::SegmentDeleted);
-                self.metrics().reclaimed(record.object_bytes);
-            }
-        }
+        self.delete_empty(empty).await?;
         for (segment, live) in sparse {
-            self.compact(segment, live).await?;
+            if let Err(e) = self.compact(segment, live).await {
+                self.metrics().job_failed(Job::SegmentCompacted);
+                warn!(segment = %format!("{:032x}", segment.0), error = %e, "compaction failed; tried again next round");
+            }
         }
-        Ok((rows.len() == SWEEP_SEGMENTS_PER_TICK).then(|| keys::successor(&keys::segment(last))))
+        let next = rows.last().map(|(key, _)| keys::successor(key));
+        Ok(next.filter(|_| more))
+    }
+
+    /// A segment the sweep cannot judge: counted, logged, and left for the next round.
+    fn skip_segment(&self, key: &[u8], why: &str) {
+        self.metrics().job_failed(Job::SegmentDeleted);
+        warn!(key = %hex(key), why, "segment skipped by the sweep");
+    }
+
+    /// Delete the objects of segments with nothing live, then the records of those whose
+    /// object is gone: object first, so a crash in between only repeats the delete.
+    async fn delete_empty(&self, empty: Vec<(SegmentId, SegmentRecord)>) -> Result<()> {
+        if empty.is_empty() {
+            return Ok(());
+        }
+        let deleted =
+            futures::future::join_all(empty.iter().map(|(id, _)| self.storage.delete_segment(*id)))
+                .await;
+        let mut records = WriteBatch::new();
+        let mut gone = Vec::new();
+        for ((segment, record), result) in empty.into_iter().zip(deleted) {
+            match result {
+                Ok(()) => {
+                    records.delete(keys::segment(segment.0));
+                    debug!(segment = %format!("{:032x}", segment.0), bytes = record.object_bytes, "segment reclaimed");
+                    gone.push(record);
+                }
+                Err(e) => {
+                    self.metrics().job_failed(Job::SegmentDeleted);
+                    warn!(segment = %format!("{:032x}", segment.0), error = %e, "deleting a segment failed; tried again next round");
+                }
+            }
+        }
+        if gone.is_empty() {
+            return Ok(());
+        }
+        self.storage.write(records).await?;
+        for record in gone {
+            self.metrics().job_done(Job::SegmentDeleted);
+            self.metrics().reclaimed(record.object_bytes);
+        }
+        Ok(())
     }
 
     /// Copy the live runs of `segment` into a new segment and re-point their index
@@ -313,36 +467,30 @@ impl Shard {
         }
     }
 
-    /// Delete segment objects that no segment record knows and that an earlier process
-    /// wrote: a crash came between their PUT and their index write.
-    async fn delete_orphans(&self) -> Result<()> {
-        let mut known = HashSet::new();
-        let range = keys::segments_range();
-        let mut start = range.start.clone();
-        loop {
-            let rows = self
-                .storage
-                .scan(start.clone()..range.end.clone(), SWEEP_SEGMENTS_PER_TICK)
-                .await?;
-            known.extend(rows.iter().filter_map(|(k, _)| keys::segment_id_of(k)));
-            match rows.last() {
-                Some((last, _)) if rows.len() == SWEEP_SEGMENTS_PER_TICK => {
-                    start = keys::successor(last);
-                }
-                _ => break,
-            }
-        }
+    /// Delete the objects of `page` (one page of the listing) that no segment record
+    /// knows and that an earlier process wrote: a crash came between their PUT and their
+    /// index write.
+    async fn delete_orphans(&self, page: Vec<(SegmentId, u64)>) -> Result<()> {
         let durable = self.storage.log_durable();
-        for (segment, size) in self.storage.list_segments().await? {
-            let in_flight = match segment.log_position() {
-                Some(position) => position > durable,
-                None => self.storage.is_this_boots(segment),
-            };
-            if known.contains(&segment.0) || in_flight {
-                continue;
+        let candidates: Vec<(SegmentId, u64)> = page
+            .into_iter()
+            .filter(|(segment, _)| match segment.log_position() {
+                Some(position) => position <= durable,
+                None => !self.storage.is_this_boots(*segment),
+            })
+            .collect();
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let known = self
+            .storage
+            .segment_records_exist(candidates.iter().map(|(id, _)| *id).collect())
+            .await?;
+        for ((segment, size), known) in candidates.into_iter().zip(known) {
+            if !known {
+                self.storage.delete_segment(segment).await?;
+                debug!(segment = %format!("{:032x}", segment.0), size, "orphaned segment deleted");
             }
-            self.storage.delete_segment(segment).await?;
-            debug!(segment = %format!("{:032x}", segment.0), size, "orphaned segment deleted");
         }
         Ok(())
     }

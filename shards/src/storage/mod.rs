@@ -63,7 +63,8 @@ pub const INDEX_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 /// land once the store is back, without a restart.
 pub const STORE_WAIT_MAX: Duration = Duration::from_secs(4);
 
-/// Longest one listing of the segment objects may take (the reclaimer's, of the whole store).
+/// Longest one listing of log objects may take (start-up replay's, of the commits above
+/// the durable watermark).
 const LIST_WAIT_MAX: Duration = Duration::from_secs(60);
 
 /// Each attempt to connect to an S3 endpoint gives up after this, so that an endpoint that
@@ -505,6 +506,79 @@ impl Serializable {
     }
 }
 
+/// A forward walk over a key range, one bounded page at a time: each page starts just
+/// after the last key of the one before, and a page that comes back short of its bounds
+/// is the last. Every paged scan of the engine goes through this.
+#[derive(Debug, Clone)]
+pub struct Pages {
+    next: Option<Bytes>,
+    end: Bytes,
+    rows: usize,
+    value_bytes: Option<usize>,
+}
+
+impl Pages {
+    /// Pages of at most `rows` pairs.
+    pub fn new(range: Range<Bytes>, rows: usize) -> Pages {
+        Pages {
+            next: Some(range.start),
+            end: range.end,
+            rows: rows.max(1),
+            value_bytes: None,
+        }
+    }
+
+    /// Pages of at most `rows` pairs, each also ending once its values add up to
+    /// `value_bytes`.
+    pub fn bounded(range: Range<Bytes>, rows: usize, value_bytes: usize) -> Pages {
+        Pages {
+            value_bytes: Some(value_bytes.max(1)),
+            ..Pages::new(range, rows)
+        }
+    }
+
+    /// The next page; `None` once the range is walked. A failed read can be tried again:
+    /// the walk does not move.
+    pub async fn next(
+        &mut self,
+        storage: &Storage,
+    ) -> Result<Option<Vec<(Bytes, Bytes)>>, StorageError> {
+        let Some(start) = self.next.clone() else {
+            return Ok(None);
+        };
+        let range = start..self.end.clone();
+        let rows = match self.value_bytes {
+            None => storage.scan(range, self.rows).await?,
+            Some(bytes) => storage.scan_bounded(range, self.rows, bytes).await?,
+        };
+        let values: usize = rows.iter().map(|(_, v)| v.len()).sum();
+        let full = rows.len() == self.rows || self.value_bytes.is_some_and(|b| values >= b);
+        self.next = match rows.last() {
+            Some((last, _)) if full => Some(keys::successor(last)),
+            _ => None,
+        };
+        Ok((!rows.is_empty()).then_some(rows))
+    }
+
+    /// Walk again from `key`: what a page returned changed before it could be acted on.
+    pub fn again_from(&mut self, key: Bytes) {
+        self.next = Some(key);
+    }
+}
+
+/// Pages of a listing of the segment objects ([`Storage::list_segments`]): each is
+/// `(id, size)` per object, or why the listing failed (after which it ends).
+pub struct SegmentListing(futures::channel::mpsc::Receiver<ListedPage>);
+
+type ListedPage = Result<Vec<(SegmentId, u64)>, StorageError>;
+
+impl SegmentListing {
+    /// The next page; `None` once every object was listed.
+    pub async fn next_page(&mut self) -> Option<ListedPage> {
+        futures::StreamExt::next(&mut self.0).await
+    }
+}
+
 /// A cheap, cloneable, `Send` handle on the database, used from shard threads.
 #[derive(Clone)]
 pub struct Storage {
@@ -590,7 +664,7 @@ impl Storage {
         if range.start >= range.end {
             return Ok(Vec::new());
         }
-        let db = self.db.clone();
+        let (db, metrics) = (self.db.clone(), self.metrics.clone());
         self.on_sidecar(StorageOp::DbScan, async move {
             let mut iter = db.scan(range).await?;
             let mut out = Vec::new();
@@ -600,6 +674,7 @@ impl Storage {
                     None => break,
                 }
             }
+            metrics.scanned(out.len());
             Ok(out)
         })
         .await
@@ -622,6 +697,7 @@ impl Storage {
         let options = ScanOptions::new()
             .with_read_ahead_bytes(max_value_bytes)
             .with_max_fetch_tasks(SCAN_FETCH_TASKS);
+        let metrics = self.metrics.clone();
         self.on_sidecar(StorageOp::DbScan, async move {
             let mut iter = db.scan_with_options(range, &options).await?;
             let mut out = Vec::new();
@@ -635,6 +711,7 @@ impl Storage {
                     None => break,
                 }
             }
+            metrics.scanned(out.len());
             Ok(out)
         })
         .await
@@ -833,19 +910,52 @@ impl Storage {
         .await
     }
 
-    /// Every segment object in the store, with its size.
-    pub async fn list_segments(&self) -> Result<Vec<(SegmentId, u64)>, StorageError> {
-        let segments = self.segments.clone();
-        self.on_sidecar_within(StorageOp::ObjectList, LIST_WAIT_MAX, async move {
-            let listed: Vec<_> = segments
+    /// Every segment object in the store, in pages of at most `page` objects (in whatever
+    /// order the store lists them). The listing runs on the sidecar one page ahead of the
+    /// reader, so at most two pages are held at once; it stops when the listing ends or
+    /// fails, or when the receiver is dropped.
+    pub fn list_segments(&self, page: usize) -> SegmentListing {
+        use futures::{SinkExt, StreamExt};
+        let (mut tx, rx) = futures::channel::mpsc::channel(0);
+        let (segments, metrics) = (self.segments.clone(), self.metrics.clone());
+        self.runtime.spawn(async move {
+            let mut listed = segments
                 .store
                 .list(Some(&segments.root))
-                .try_collect()
-                .await?;
-            Ok(listed
-                .into_iter()
-                .filter_map(|meta| Some((segments.id_of(&meta.location)?, meta.size)))
-                .collect())
+                .chunks(page.max(1));
+            loop {
+                let started = Instant::now();
+                let chunk = match tokio::time::timeout(STORE_WAIT_MAX, listed.next()).await {
+                    Ok(None) => return,
+                    Ok(Some(chunk)) => chunk
+                        .into_iter()
+                        .filter_map(|meta| match meta {
+                            Ok(meta) => Some(Ok((segments.id_of(&meta.location)?, meta.size))),
+                            Err(e) => Some(Err(StorageError::from(e))),
+                        })
+                        .collect(),
+                    Err(_) => Err(StorageError::TimedOut(STORE_WAIT_MAX)),
+                };
+                let failed = chunk.is_err();
+                metrics.record(StorageOp::ObjectList, started.elapsed(), !failed);
+                if tx.send(chunk).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        SegmentListing(rx)
+    }
+
+    /// Which of `ids` have a segment record, in one trip to the sidecar.
+    pub async fn segment_records_exist(
+        &self,
+        ids: Vec<SegmentId>,
+    ) -> Result<Vec<bool>, StorageError> {
+        let db = self.db.clone();
+        self.on_sidecar(StorageOp::DbGet, async move {
+            let gets = ids.iter().map(|id| db.get(keys::segment(id.0)));
+            let found = futures::future::try_join_all(gets).await?;
+            Ok(found.iter().map(Option::is_some).collect())
         })
         .await
     }

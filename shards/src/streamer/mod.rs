@@ -29,6 +29,7 @@ use glommio::sync::StaticPermit;
 
 pub use read::{ReadItem, ReadLimits, ReadRequest, ReadSession, ReadStart};
 
+use crate::backoff::Backoff;
 use crate::catalogue::StreamMeta;
 use crate::clock::Clock;
 use crate::config::{Cipher, RetentionPolicy, StorageClass, TimestampingMode};
@@ -132,6 +133,9 @@ pub(crate) struct Streamer {
     clock: Clock,
     /// Set when the durable trim point moved; the background cleanup clears it.
     pub(crate) trim_advanced: bool,
+    /// The cleanup's failures in a row, and when it may be tried again after the last.
+    pub(crate) trim_backoff: Backoff,
+    pub(crate) trim_retry_at: Option<Instant>,
 }
 
 impl Streamer {
@@ -152,6 +156,8 @@ impl Streamer {
             clock,
             // A trim point from before a restart may still have records below it.
             trim_advanced: state_trim_point > 0,
+            trim_backoff: Backoff::default(),
+            trim_retry_at: None,
         }
     }
 

@@ -53,6 +53,9 @@ pub struct FaultyStore {
     pub segment_puts: Arc<AtomicUsize>,
     /// Segment PUTs that have reached the store so far.
     segment_puts_started: AtomicUsize,
+    /// While set, listings of every segment object fail (start-up's listing of the log
+    /// does not).
+    pub fail_list: Arc<AtomicBool>,
 }
 
 impl FaultyStore {
@@ -67,6 +70,7 @@ impl FaultyStore {
             fail_segment_put: Arc::default(),
             segment_puts: Arc::default(),
             segment_puts_started: AtomicUsize::new(0),
+            fail_list: Arc::default(),
         }
     }
 
@@ -184,6 +188,11 @@ impl ObjectStore for FaultyStore {
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        if prefix.is_some_and(|p| p.as_ref() == SEGMENTS_ROOT)
+            && self.fail_list.load(Ordering::SeqCst)
+        {
+            return futures::stream::once(async { Err(injected()) }).boxed();
+        }
         self.inner.list(prefix)
     }
 
