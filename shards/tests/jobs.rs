@@ -1,10 +1,14 @@
 //! Jobs from other shards are bounded: a shard runs at most `jobs_in_flight_max` of them at
-//! once, and the rest wait in its inbox until a slot frees, then run, none lost.
+//! once, and the rest wait in its inbox until a slot frees, then run, none lost. Waiting
+//! for admission is not a job: it holds no slot.
 
 mod common;
 
+use common::faulty_store::{Fault, FaultyStore};
+
 use std::cell::Cell;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,10 +20,12 @@ use sluice_shards::placement::Placement;
 use sluice_shards::records::{AppendBatch, AppendRecord};
 use sluice_shards::storage::Storage;
 use sluice_shards::streamer::AutoCreate;
+use sluice_shards::tokens::{Scope, TokenId, TokenInfo};
 use sluice_shards::EngineOptions;
 
 const BOUND: usize = 2;
-const APPENDS: u64 = 6;
+const CREATES: usize = 6;
+const APPENDS: usize = 6;
 
 fn basin() -> BasinName {
     "jobs-basin".parse().unwrap()
@@ -43,36 +49,40 @@ fn running_on_shard_1(storage: &Storage) -> u64 {
     line.rsplit(' ').next().unwrap().parse().unwrap()
 }
 
-fn standard() -> StreamConfigSpec {
-    StreamConfigSpec {
-        storage_class: Some("standard".to_owned()),
-        ..StreamConfigSpec::default()
-    }
+fn held_store() -> Arc<FaultyStore> {
+    Arc::new(FaultyStore::new(
+        Arc::new(InMemory::new()),
+        Arc::new(AtomicU8::new(Fault::None as u8)),
+    ))
+}
+
+/// Streams that shard 1 owns.
+fn remote_streams(n: usize) -> Vec<StreamName> {
+    let placement = Placement::new(2);
+    (0..)
+        .map(|i| format!("s{i}").parse::<StreamName>().unwrap())
+        .filter(|s| placement.stream_owner(&basin(), s) == 1)
+        .take(n)
+        .collect()
 }
 
 #[test]
 fn a_shard_runs_at_most_the_bound_of_jobs_and_the_rest_wait_their_turn() {
     let options = EngineOptions {
         jobs_in_flight_max: BOUND,
-        // One admission unit per shard, and a standard stream whose commits wait: every
-        // append's job waits for the append before it to be acknowledged.
-        append_inflight_bytes: 2,
         ..EngineOptions::default()
     };
-    common::on_two_shards(
-        Arc::new(InMemory::new()),
-        options,
-        |shard, storage| async move {
-            let stream = remote_stream();
+    let store = held_store();
+    let hold_wal = store.hold_wal.clone();
+    common::on_two_shards(store, options, move |shard, storage| {
+        let hold_wal = hold_wal.clone();
+        async move {
             shard
                 .create_basin(basin(), BasinConfig::default(), None)
                 .await
                 .unwrap();
-            shard
-                .create_stream(basin(), stream.clone(), standard(), None)
-                .await
-                .unwrap();
-
+            // Every create is a job on shard 1 that waits for a durable write, held.
+            hold_wal.store(true, Ordering::SeqCst);
             let done = Rc::new(Cell::new(false));
             let sampler = {
                 let (done, storage) = (done.clone(), storage.clone());
@@ -85,9 +95,75 @@ fn a_shard_runs_at_most_the_bound_of_jobs_and_the_rest_wait_their_turn() {
                     most
                 })
             };
+            let creates: Vec<_> = remote_streams(CREATES)
+                .into_iter()
+                .map(|stream| {
+                    let shard = shard.clone();
+                    glommio::spawn_local(async move {
+                        shard
+                            .create_stream(basin(), stream, StreamConfigSpec::default(), None)
+                            .await
+                    })
+                })
+                .collect();
+            glommio::timer::sleep(Duration::from_millis(500)).await;
+            hold_wal.store(false, Ordering::SeqCst);
+            for create in creates {
+                create.await.expect("every create ran once");
+            }
+            done.set(true);
+            let most = sampler.await;
+            assert_eq!(
+                most, BOUND as u64,
+                "jobs running on shard 1 at most: the bound must be reached and never passed"
+            );
+            assert_eq!(running_on_shard_1(&storage), 0);
+        }
+    });
+}
+
+/// Appends waiting for the owner's byte budget hold no job slot: with the budget taken
+/// and more appends waiting than there are slots, a scrape (a job on every shard) and a
+/// revocation (a job on every shard too) complete before any of the appends is answered.
+#[test]
+fn appends_waiting_for_admission_hold_no_job_slot() {
+    let options = EngineOptions {
+        jobs_in_flight_max: BOUND,
+        // One admission unit per shard: the first append takes it until its commit ends.
+        append_inflight_bytes: 2,
+        ..EngineOptions::default()
+    };
+    let store = held_store();
+    let hold_puts = store.hold_segment_puts.clone();
+    common::on_two_shards(store, options, move |shard, _| {
+        let hold_puts = hold_puts.clone();
+        async move {
+            let stream = remote_stream();
+            shard
+                .create_basin(basin(), BasinConfig::default(), None)
+                .await
+                .unwrap();
+            shard
+                .create_stream(basin(), stream.clone(), StreamConfigSpec::default(), None)
+                .await
+                .unwrap();
+            let token: TokenId = "waiting-appends".parse().unwrap();
+            shard
+                .issue_token(TokenInfo {
+                    id: token.clone(),
+                    expires_at: None,
+                    auto_prefix_streams: false,
+                    scope: Scope::everything(),
+                })
+                .await
+                .unwrap();
+
+            hold_puts.store(true, Ordering::SeqCst);
+            let answered = Rc::new(Cell::new(0));
             let appends: Vec<_> = (0..APPENDS)
                 .map(|i| {
-                    let (shard, stream) = (shard.clone(), stream.clone());
+                    let (shard, stream, answered) =
+                        (shard.clone(), stream.clone(), answered.clone());
                     glommio::spawn_local(async move {
                         let record = AppendRecord {
                             timestamp: None,
@@ -95,31 +171,33 @@ fn a_shard_runs_at_most_the_bound_of_jobs_and_the_rest_wait_their_turn() {
                             body: Bytes::from(format!("r{i}")),
                         };
                         let batch = AppendBatch::new(vec![record], None, None).unwrap();
-                        let pending = shard
+                        let result = match shard
                             .append(basin(), stream, batch, None, AutoCreate::No)
                             .await
-                            .unwrap();
-                        pending.wait().await.unwrap().start.seq_num
+                        {
+                            Ok(pending) => pending.wait().await.map(|_| ()),
+                            Err(e) => Err(e),
+                        };
+                        answered.set(answered.get() + 1);
+                        result
                     })
                 })
                 .collect();
-            let mut seq_nums = Vec::new();
+            // Let every append reach shard 1: one admitted, the rest waiting.
+            glommio::timer::sleep(Duration::from_millis(300)).await;
+            shard.scrape_metrics().await.unwrap();
+            shard.revoke_token(token).await.unwrap();
+            assert_eq!(
+                answered.get(),
+                0,
+                "the scrape and the revocation waited for appends to be answered"
+            );
+            hold_puts.store(false, Ordering::SeqCst);
             for append in appends {
-                seq_nums.push(append.await);
+                // Answered either way; the held commit may have timed out.
+                let _ = append.await;
             }
-            done.set(true);
-            let most = sampler.await;
-            seq_nums.sort_unstable();
-            assert_eq!(
-                seq_nums,
-                (0..APPENDS).collect::<Vec<_>>(),
-                "every append ran once"
-            );
-            assert_eq!(
-                most, BOUND as u64,
-                "jobs running on shard 1 at most: the bound must be reached and never passed"
-            );
-            assert_eq!(running_on_shard_1(&storage), 0);
-        },
-    );
+            assert_eq!(answered.get(), APPENDS);
+        }
+    });
 }

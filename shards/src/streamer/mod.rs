@@ -594,44 +594,80 @@ impl Shard {
         auto_create: AutoCreate,
     ) -> Vec<Result<PendingAck>> {
         let owner = self.placement.stream_owner(&session.basin, &session.stream);
-        let trip = session.clone();
-        let results = self
-            .on_owner(owner, move |shard| async move {
-                let session = trip;
-                let streamer = shard
-                    .streamer_or_create(&session.basin, &session.stream, auto_create)
-                    .await?;
-                let mut results = Vec::with_capacity(batches.len());
-                for batch in batches {
-                    // Admission: wait for room in this shard's share of the in-flight byte budget.
-                    // An earlier append of the session may fail meanwhile: `submit` checks after
-                    // the wait, on this thread.
-                    let units = (batch.metered_bytes() as u64).min(shard.admission_units);
-                    let waiting = Instant::now();
-                    let permit = shard.admission.acquire_static_permit(units).await;
-                    shard.metrics().admitted(waiting.elapsed());
-                    let submitted = match permit {
-                        Ok(permit) => Streamer::submit(&streamer, batch, &session, permit),
-                        Err(_) => {
-                            let error = EngineError::Unavailable("shard stopping");
-                            session.failure.set(&error);
-                            Err(error)
-                        }
-                    };
-                    let last = submitted.as_ref().map_or(true, PendingAck::is_rejected);
-                    results.push(submitted);
-                    if last {
-                        break;
-                    }
+        if owner == self.id {
+            return match self
+                .streamer_or_create(&session.basin, &session.stream, auto_create)
+                .await
+            {
+                Ok(streamer) => self.admit_in_order(&streamer, session, batches).await,
+                Err(error) => {
+                    session.failure.set(&error);
+                    vec![Err(error)]
                 }
+            };
+        }
+        let trip = session.clone();
+        // The owner's job only finds the streamer and starts a task of its own for the
+        // admission wait and the sequencing: waiting for the byte budget must not hold a
+        // job slot, or scrapes, usage flushes and revocations would queue behind appends.
+        let admitted = self
+            .on_owner(owner, move |shard| async move {
+                let streamer = shard
+                    .streamer_or_create(&trip.basin, &trip.stream, auto_create)
+                    .await?;
+                let (reply, results) = futures::channel::oneshot::channel();
+                glommio::spawn_local(async move {
+                    let _ = reply.send(shard.admit_in_order(&streamer, &trip, batches).await);
+                })
+                .detach();
                 Ok(results)
             })
             .await;
+        let results = match admitted {
+            Ok(results) => results
+                .await
+                .map_err(|_| EngineError::Unavailable("owner shard dropped the request")),
+            Err(error) => Err(error),
+        };
         results.unwrap_or_else(|error| {
             // Nothing of this trip was sequenced; the session ends all the same.
             session.failure.set(&error);
             vec![Err(error)]
         })
+    }
+
+    /// On the owner: admit and sequence `batches` one after another, stopping at the first
+    /// that fails or is rejected.
+    async fn admit_in_order(
+        &self,
+        streamer: &Rc<RefCell<Streamer>>,
+        session: &AppendSession,
+        batches: Vec<AppendBatch>,
+    ) -> Vec<Result<PendingAck>> {
+        let mut results = Vec::with_capacity(batches.len());
+        for batch in batches {
+            // Admission: wait for room in this shard's share of the in-flight byte budget.
+            // An earlier append of the session may fail meanwhile: `submit` checks after
+            // the wait, on this thread.
+            let units = (batch.metered_bytes() as u64).min(self.admission_units);
+            let waiting = Instant::now();
+            let permit = self.admission.acquire_static_permit(units).await;
+            self.metrics().admitted(waiting.elapsed());
+            let submitted = match permit {
+                Ok(permit) => Streamer::submit(streamer, batch, session, permit),
+                Err(_) => {
+                    let error = EngineError::Unavailable("shard stopping");
+                    session.failure.set(&error);
+                    Err(error)
+                }
+            };
+            let last = submitted.as_ref().map_or(true, PendingAck::is_rejected);
+            results.push(submitted);
+            if last {
+                break;
+            }
+        }
+        results
     }
 
     /// Start an append session: the stream exists (or is created as an append would
