@@ -82,6 +82,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }),
         },
         timers: sidecar.runtime(),
+        drained: Default::default(),
     });
     let (ready_tx, ready_rx) = crossbeam_channel::bounded(shard_count);
     let (phase_tx, phase_rx) = tokio::sync::watch::channel(Phase::Serving);

@@ -8,6 +8,7 @@ pub mod tls;
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +48,9 @@ pub const HEADERS_COUNT_MAX: usize = 100;
 pub const H2_CONCURRENT_STREAMS_MAX: u32 = 256;
 /// On shutdown, in-flight requests get this long to finish.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How much longer than its own drain a shard waits for the others' (their deadlines start
+/// at about the same moment).
+const DRAIN_PEERS_MARGIN: Duration = Duration::from_secs(1);
 /// HTTP/2 keep-alive: ping an idle peer this often and drop it if no answer comes.
 const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -68,6 +72,8 @@ pub struct FrontConfig {
     pub tls: Option<Arc<futures_rustls::rustls::ServerConfig>>,
     pub api: ApiContext,
     pub timers: tokio::runtime::Handle,
+    /// Shards whose own connections are done draining.
+    pub drained: AtomicUsize,
 }
 
 /// Bind, report readiness, serve until `phase` reaches [`Phase::Stopping`], then drain.
@@ -143,6 +149,16 @@ pub async fn run(
     );
     let deadline = std::time::Instant::now() + DRAIN_TIMEOUT;
     while open.get() > 0 && std::time::Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    // A shard whose own connections are done keeps serving the jobs that the others
+    // relay to it (appends still arriving on their connections) until every shard is
+    // done: an append relayed during the drain is acknowledged, not dropped with its
+    // owner's thread.
+    config.drained.fetch_add(1, Ordering::AcqRel);
+    while config.drained.load(Ordering::Acquire) < shard.shard_count()
+        && std::time::Instant::now() < deadline + DRAIN_PEERS_MARGIN
+    {
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
     if let Err(e) = shard.flush_usage().await {

@@ -7,10 +7,10 @@ use std::io::Write;
 use std::time::Duration;
 
 use crate::data_plane::{
-    append_ok, basin_with_stream, bodies, input_frame, open_s2s_read, open_sse, proto,
-    read_records, records_path, write_chunk, Next, StreamingResponse,
+    append_ok, basin_with_stream, bodies, create_stream, input_frame, open_s2s_read, open_sse,
+    proto, read_records, records_path, write_chunk, Next, StreamingResponse,
 };
-use crate::harness::{connect, get, Server};
+use crate::harness::{connect, get, read_reply, Server, Until};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -199,4 +199,98 @@ fn the_port_can_be_bound_again_right_after_a_stop() {
         rebound.is_ok(),
         "port {port} cannot be bound again: {rebound:?}"
     );
+}
+
+/// Batches appended through each shard's connections, from a scrape.
+fn appended_through(port: u16) -> [f64; 2] {
+    let text = get(port, "/metrics").text();
+    let mut per_shard = [0.0; 2];
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("sluice_append_batches_total{"))
+    {
+        let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        for (shard, total) in per_shard.iter_mut().enumerate() {
+            if line.contains(&format!("shard=\"{shard}\"")) {
+                *total += value;
+            }
+        }
+    }
+    per_shard
+}
+
+/// An append that reaches its owner through another shard while the server drains: the
+/// owner has no connections of its own left, yet it stays to acknowledge it.
+#[test]
+fn an_append_relayed_during_the_drain_is_acknowledged() {
+    use sluice_shards::names::{BasinName, StreamName};
+    use sluice_shards::placement::Placement;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().to_str().expect("utf-8 path").to_owned();
+    let mut server = Server::start(&["--shards", "2", "--local-root", &root]);
+    let port = server.port();
+    let basin = basin_with_stream(port, "ops-drain-relay", "probe");
+
+    // Which shard serves this connection: the one whose append count its append moves.
+    let mut connection = connect(port);
+    let before = appended_through(port);
+    let probe = serde_json::to_vec(&bodies(&["probe"])).unwrap();
+    let head = |stream: &str, length: usize| {
+        format!(
+            "POST {} HTTP/1.1\r\nHost: 127.0.0.1\r\nS2-Basin: {basin}\r\n\
+             Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n",
+            records_path(stream, "")
+        )
+    };
+    connection
+        .write_all(head("probe", probe.len()).as_bytes())
+        .unwrap();
+    connection.write_all(&probe).unwrap();
+    let reply = read_reply(&mut connection, WAIT, Until::Response);
+    reply
+        .response()
+        .expect("the probe's answer")
+        .expect_status(200);
+    let after = appended_through(port);
+    let front = (0..2)
+        .find(|&s| after[s] > before[s])
+        .expect("one shard counted the probe");
+
+    // A stream the other shard owns.
+    let placement = Placement::new(2);
+    let basin_name: BasinName = basin.parse().unwrap();
+    let target = (0..)
+        .map(|i| format!("relayed-{i}"))
+        .find(|s| placement.stream_owner(&basin_name, &s.parse::<StreamName>().unwrap()) != front)
+        .unwrap();
+    create_stream(port, &basin, &target, None);
+
+    // Half the append's body, then SIGTERM; the rest once the owner has had time to drain
+    // its own (no) connections.
+    let body = serde_json::to_vec(&bodies(&["relayed"])).unwrap();
+    let (first, rest) = body.split_at(body.len() / 2);
+    connection
+        .write_all(head(&target, body.len()).as_bytes())
+        .unwrap();
+    connection.write_all(first).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    server.signal("TERM");
+    std::thread::sleep(Duration::from_millis(1000));
+    connection.write_all(rest).unwrap();
+    let reply = read_reply(&mut connection, WAIT, Until::Response);
+    let response = reply.response().expect("an answer to the relayed append");
+    let text = response.text();
+    assert_eq!(
+        response.status, 200,
+        "the relayed append was not acknowledged: {text}"
+    );
+    drop(connection);
+    let status = server.wait_exit(WAIT * 2);
+    assert!(status.success(), "exit status {status}");
+
+    let restarted = Server::start(&["--shards", "2", "--local-root", &root]);
+    let records = read_records(restarted.port(), &basin, &target, "seq_num=0");
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["body"], "relayed");
 }
