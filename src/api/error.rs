@@ -116,11 +116,35 @@ impl ApiError {
         }
     }
 
+    /// What a client is told of a server-side failure: a stable message of our own,
+    /// never the storage layer's (which can hold keys, paths and object-store replies).
+    /// `None` where the message already is one.
+    fn public_message(&self) -> Option<&'static str> {
+        match self {
+            ApiError::Engine(EngineError::Storage(e)) if e.is_unavailable() => {
+                Some("The object store is not answering; try again")
+            }
+            ApiError::Engine(EngineError::Storage(_)) => {
+                Some("The server could not read or write its storage")
+            }
+            ApiError::Engine(EngineError::Unavailable(message)) => Some(message),
+            _ => None,
+        }
+    }
+
     /// The HTTP status and JSON body of this error: `{code, message}`, except 412 and 416,
     /// whose bodies say what the condition or the tail was (API §1.1). Also what S2S
-    /// terminal frames and SSE error events carry.
+    /// terminal frames and SSE error events carry. A server-side failure is logged here,
+    /// in full, under an error id that its body's message also gives.
     pub fn status_and_body(&self) -> (StatusCode, String) {
         let (status, code) = self.status_code();
+        if let Some(public) = self.public_message() {
+            let id = error_id();
+            tracing::warn!(%status, code, error_id = %id, error = %self, "request failed");
+            let message = format!("{public} (error id {id})");
+            let body = serde_json::json!({ "code": code, "message": message });
+            return (status, body.to_string());
+        }
         let body = match self {
             ApiError::Engine(EngineError::ConditionFailed(c)) => match c {
                 ConditionFailed::FencingTokenMismatch(t) => {
@@ -138,9 +162,6 @@ impl ApiError {
 
     pub fn into_response(self) -> Response<Body> {
         let (status, body) = self.status_and_body();
-        if status.is_server_error() {
-            tracing::warn!(%status, error = %self, "request failed");
-        }
         let mut resp = Response::new(super::full(Bytes::from(body)));
         *resp.status_mut() = status;
         resp.headers_mut().insert(
@@ -156,3 +177,75 @@ impl ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A random id that ties a failure's body to its log line.
+fn error_id() -> String {
+    let mut id = [0u8; 8];
+    // Without the OS random source the id is all zeros: still a log line to find.
+    let _ = getrandom::fill(&mut id);
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_shards::StorageError;
+
+    fn body(e: ApiError) -> (StatusCode, serde_json::Value) {
+        let (status, body) = e.status_and_body();
+        (status, serde_json::from_str(&body).unwrap())
+    }
+
+    #[test]
+    fn storage_failures_tell_clients_a_stable_message_and_an_error_id() {
+        let corrupt = StorageError::Corrupt {
+            key: b"\x19secret-key-bytes".to_vec(),
+            reason: "bad index entry".to_owned(),
+        };
+        let (status, value) = body(ApiError::from(EngineError::Storage(corrupt)));
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(value["code"], "storage");
+        let message = value["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("The server could not read or write its storage (error id "),
+            "{message}"
+        );
+        assert!(!message.contains("secret-key-bytes") && !message.contains("index entry"));
+
+        let timeout = StorageError::TimedOut(std::time::Duration::from_secs(4));
+        let (status, value) = body(ApiError::from(EngineError::Storage(timeout)));
+        assert_eq!(
+            (status, value["code"].as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable"))
+        );
+        let message = value["message"].as_str().unwrap();
+        assert!(message.starts_with("The object store is not answering; try again (error id "));
+        assert!(!message.contains("4s"), "{message}");
+
+        // Two failures, two ids.
+        let id = |v: &serde_json::Value| {
+            v["message"]
+                .as_str()
+                .unwrap()
+                .rsplit(' ')
+                .next()
+                .unwrap()
+                .to_owned()
+        };
+        let again = body(ApiError::from(EngineError::Storage(
+            StorageError::SidecarGone,
+        )))
+        .1;
+        assert_ne!(id(&value), id(&again));
+    }
+
+    #[test]
+    fn client_errors_keep_their_message() {
+        let (status, value) = body(ApiError::Invalid("bad limit".to_owned()));
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(value["message"], "bad limit");
+        let (status, value) = body(ApiError::from(EngineError::Draining));
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(value["message"], "the server is shutting down");
+    }
+}

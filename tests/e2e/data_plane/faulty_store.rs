@@ -350,6 +350,7 @@ impl Writers {
                 .expect("writer task");
         }
         self.server.assert_alive();
+        let log = self.server.stderr_text();
         self.server.kill9();
         let server = self
             .moto
@@ -364,9 +365,10 @@ impl Writers {
             figures.slowest_ack = figures.slowest_ack.max(t.slowest_ack);
             for (error, waited) in &t.errors {
                 figures.slowest_error = figures.slowest_error.max(*waited);
+                let text = error.split(" (error id ").next().unwrap_or(error);
                 *figures
                     .error_texts
-                    .entry(error.chars().take(120).collect())
+                    .entry(text.chars().take(120).collect())
                     .or_default() += 1;
                 assert!(
                     error.contains("unavailable"),
@@ -377,6 +379,17 @@ impl Writers {
                     answer_max.is_none_or(|max| *waited < max),
                     "writer {w}: an append waited {waited:?} for its error: {error}"
                 );
+                // The body says what a client needs, with an id; the log has the rest.
+                assert!(
+                    !error.contains("Error performing") && !error.contains("storage error"),
+                    "writer {w}: an error tells the client the store's own message: {error}"
+                );
+                if let Some((_, id)) = error.split_once("(error id ") {
+                    let id = id.trim_end_matches(|c: char| !c.is_ascii_hexdigit());
+                    figures.error_ids += 1;
+                    // The harness keeps the start of the log only.
+                    figures.error_ids_logged += usize::from(log.contains(id));
+                }
             }
             assert!(
                 answer_max.is_none_or(|max| t.slowest_ack < max),
@@ -398,6 +411,10 @@ fn as_strs(args: &[String]) -> Vec<&str> {
 struct Figures {
     acks: usize,
     errors: usize,
+    /// Errors whose message carried an error id, and of those, ids found in the server's
+    /// log (as much of it as the harness keeps).
+    error_ids: usize,
+    error_ids_logged: usize,
     error_texts: std::collections::BTreeMap<String, usize>,
     slowest_ack: Duration,
     slowest_error: Duration,
@@ -527,6 +544,10 @@ async fn a_faulty_store_loses_nothing_acknowledged_and_the_server_recovers_by_it
     assert!(
         figures.errors > 0,
         "the faults failed no append: {figures:?}"
+    );
+    assert!(
+        figures.error_ids > 0 && figures.error_ids_logged > 0,
+        "no error carried an error id found in the log: {figures:?}"
     );
     eprintln!(
         "faulty store: {figures:?}; /health noticed outages after {health_noticed:?}, \
