@@ -28,7 +28,7 @@ use sluice_shards::config::{BasinConfig, RetentionPolicy, StreamConfigSpec};
 use sluice_shards::names::{BasinName, StreamName};
 use sluice_shards::records::{AppendBatch, AppendRecord, Header, SequencedRecord};
 use sluice_shards::segments::index::BatchEntry;
-use sluice_shards::segments::{STANDARD_LINGER_MS, SWEEP_SEGMENTS_PER_TICK};
+use sluice_shards::segments::{RUN_BYTES_MAX, STANDARD_LINGER_MS, SWEEP_SEGMENTS_PER_TICK};
 use sluice_shards::storage::keys::{self, KeyKind};
 use sluice_shards::storage::Storage;
 use sluice_shards::streamer::{AutoCreate, ReadItem, ReadLimits, ReadRequest, ReadStart};
@@ -679,6 +679,74 @@ fn standard_appends_gather_into_one_commit_and_ride_an_express_one() {
             for p in pending {
                 p.wait().await.unwrap();
             }
+        }
+    });
+}
+
+/// Many large appends to one stream while a commit is held all go in the next commit, as
+/// runs of at most `RUN_BYTES_MAX` (plus one append), so a read of one record fetches at
+/// most about that; the records read back whole and in order across the runs.
+#[test]
+fn a_stream_s_runs_are_cut_at_their_bound_within_one_commit() {
+    const APPENDS: usize = 24; // 6 MiB of 256 KiB records
+    let (_, store) = faulty(&Arc::new(AtomicU8::new(Fault::None as u8)));
+    let hold = store.hold_segment_puts.clone();
+    common::with_storage(store, EngineOptions::default(), move |shard, storage| {
+        let hold = hold.clone();
+        async move {
+            setup(&shard, StreamConfigSpec::default(), 1).await;
+            append_now(&shard, 0, big_batch(0)).await.unwrap();
+            // One commit held: everything after it waits in the stream's open runs.
+            hold.store(true, Ordering::SeqCst);
+            let blocker = glommio::spawn_local({
+                let shard = shard.clone();
+                async move { append_now(&shard, 0, big_batch(1)).await }
+            });
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+            let appends: Vec<_> = (0..APPENDS)
+                .map(|i| {
+                    let shard = shard.clone();
+                    glommio::spawn_local(async move {
+                        append_now(&shard, 0, big_batch(2 + i as u8)).await
+                    })
+                })
+                .collect();
+            glommio::timer::sleep(Duration::from_millis(200)).await;
+            hold.store(false, Ordering::SeqCst);
+            blocker.await.unwrap();
+            for append in appends {
+                append.await.unwrap();
+            }
+            let meta = storage
+                .get(keys::stream_meta(&basin(), &stream(0)))
+                .await
+                .unwrap()
+                .unwrap();
+            let id = serde_json::from_slice::<StreamMeta>(&meta).unwrap().id.0;
+            let entries: Vec<BatchEntry> = storage
+                .scan(keys::stream_id_range(KeyKind::BatchIndex, id), usize::MAX)
+                .await
+                .unwrap()
+                .iter()
+                .map(|(_, v)| BatchEntry::decode(v).unwrap())
+                .collect();
+            let one_append = (256 << 10) + 1024;
+            for entry in &entries {
+                assert!(
+                    entry.length as usize <= RUN_BYTES_MAX + one_append,
+                    "a run of {} bytes",
+                    entry.length
+                );
+            }
+            let last_commit = entries.last().unwrap().segment;
+            let in_last = entries.iter().filter(|e| e.segment == last_commit).count();
+            assert!(
+                in_last >= APPENDS * (256 << 10) / RUN_BYTES_MAX,
+                "the held appends went in {in_last} runs of the last commit: {entries:?}"
+            );
+            let records = common::read_from(&shard, basin(), stream(0), 0).await;
+            let fills: Vec<u8> = records.iter().map(|r| r.body[0]).collect();
+            assert_eq!(fills, (0..APPENDS as u8 + 2).collect::<Vec<_>>());
         }
     });
 }

@@ -25,6 +25,7 @@ pub use log::core::{
     EXPRESS_COMMIT_SPACING_MS, STANDARD_LINGER_MS,
 };
 pub use reclaim::SWEEP_SEGMENTS_PER_TICK;
+pub use writer::RUN_BYTES_MAX;
 
 /// A segment's identity: the process's random boot id (high 64 bits) and a counter, or,
 /// for the commits of the log, 0 and the log position.

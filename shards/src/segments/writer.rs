@@ -37,6 +37,12 @@ use crate::placement::ShardId;
 use crate::streamer::codec::{self, StreamState};
 use crate::streamer::Streamer;
 
+/// Record bytes past which a stream's open run takes no more appends: the next starts a new
+/// run in the same commit. A read fetches whole runs, so this bounds what one record
+/// costs to read (a run holds at least one append, so it can be one append's size, at
+/// most 1 MiB of metered bytes, above it).
+pub const RUN_BYTES_MAX: usize = 1 << 20;
+
 /// What one append hands the writer once its streamer has sequenced it.
 pub(crate) struct Part {
     pub streamer: Rc<RefCell<Streamer>>,
@@ -191,6 +197,15 @@ impl SegmentWriter {
         let mut open = self.open.borrow_mut();
         let mut by_stream = self.by_stream.borrow_mut();
         match by_stream.get(&part.stream_id) {
+            // A full run stays as it is and the stream starts another, so that no read
+            // fetches more than about a run's bound for one record.
+            Some(&i)
+                if open[i].generation == part.generation
+                    && open[i].bytes + part.bytes > RUN_BYTES_MAX =>
+            {
+                by_stream.insert(part.stream_id, open.len());
+                open.push(Run::new(part));
+            }
             Some(&i) if open[i].generation == part.generation => open[i].extend(part),
             Some(&i) => {
                 // The stream failed and resequenced from its durable tail since this run
