@@ -45,6 +45,10 @@ where
         .runtime()
         .block_on(recover(&storage, &options.clock))
         .map_err(|e| io::Error::other(format!("recovering the log: {e}")))?;
+    storage
+        .runtime()
+        .block_on(crate::usage::migrate_minute_layout(&storage))
+        .map_err(|e| io::Error::other(format!("moving usage counts to the current layout: {e}")))?;
     let links = committer::start(
         &storage,
         options.clock.clone(),

@@ -10,7 +10,7 @@
 //! are batches appended or sent; throughput is metered bytes); `storage` is a gauge of the
 //! metered bytes held now, present when the range reaches the current minute.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use http::{Request, Response, StatusCode};
@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sluice_shards::names::{BasinName, StreamName};
 use sluice_shards::tokens::{OpGroup, Operation};
-use sluice_shards::usage::{Counter, UsageRow, MINUTE_SECS};
+use sluice_shards::usage::{Counter, UsageSums, DAY_SECS, HOUR_SECS, MINUTE_SECS};
 use sluice_shards::Shard;
 
 use super::access::Access;
@@ -42,8 +42,16 @@ impl Interval {
     fn secs(self) -> u64 {
         match self {
             Interval::Minute => MINUTE_SECS,
-            Interval::Hour => 3600,
-            Interval::Day => 86_400,
+            Interval::Hour => HOUR_SECS,
+            Interval::Day => DAY_SECS,
+        }
+    }
+
+    fn of_secs(secs: u64) -> Interval {
+        match secs {
+            MINUTE_SECS => Interval::Minute,
+            HOUR_SECS => Interval::Hour,
+            _ => Interval::Day,
         }
     }
 
@@ -118,10 +126,22 @@ impl Range {
         Ok(Range { start, end, now })
     }
 
-    /// The counts of the buckets of `interval` that overlap the range.
-    async fn rows(&self, shard: &Rc<Shard>, interval: Interval) -> ApiResult<Vec<UsageRow>> {
+    /// The counts of `basin` (`None`: every basin, and operations on none) that `wanted`
+    /// picks, in the
+    /// buckets of `interval` that overlap the range, or of a wider interval when the range
+    /// has more buckets than one query sums (the engine's `QUERY_BUCKETS_MAX`).
+    async fn sums(
+        &self,
+        shard: &Rc<Shard>,
+        basin: Option<&str>,
+        interval: Interval,
+        wanted: impl Fn(Counter) -> bool,
+    ) -> ApiResult<(Interval, UsageSums)> {
         let from = self.start / interval.secs() * interval.secs();
-        Ok(shard.usage_rows(from, self.end + 1).await?)
+        let (width, sums) = shard
+            .usage_sums(basin, from, self.end + 1, interval.secs(), wanted)
+            .await?;
+        Ok((Interval::of_secs(width), sums))
     }
 
     /// Whether the range reaches the current minute, where a gauge has its one point.
@@ -145,18 +165,22 @@ pub async fn account(
     let range = Range::parse(query.start, query.end, now_secs(shard))?;
     let values = match query.set {
         AccountSet::ActiveBasins => {
-            let rows = range.rows(shard, Interval::Minute).await?;
-            let basins: BTreeSet<&str> = rows
-                .iter()
-                .filter(|r| !r.basin.is_empty() && access.may_see_basin(&r.basin))
-                .map(|r| r.basin.as_str())
+            let from = range.start / MINUTE_SECS * MINUTE_SECS;
+            let basins: Vec<String> = shard
+                .active_basins(from, range.end + 1)
+                .await?
+                .into_iter()
+                .filter(|b| access.may_see_basin(b))
                 .collect();
             vec![json!({ "label": { "name": "active-basins", "values": basins } })]
         }
         AccountSet::AccountOps => {
             let interval = query.interval.unwrap_or(Interval::Hour);
-            let rows = range.rows(shard, interval).await?;
-            per_operation(&rows, interval, |op| op.group().0 == OpGroup::Account)
+            let wanted = |op: Operation| op.group().0 == OpGroup::Account;
+            let (interval, sums) = range
+                .sums(shard, None, interval, op_counter(wanted))
+                .await?;
+            per_operation(&sums, interval)
         }
     };
     Ok(respond(req, values))
@@ -181,8 +205,7 @@ pub async fn basin(
     };
     let values = match query.set {
         BasinSet::Storage => {
-            let streams = shard.basin_stored_bytes(&basin).await?;
-            let total: u64 = streams.iter().map(|(_, bytes)| bytes).sum();
+            let total = shard.basin_stored_bytes(&basin).await?;
             vec![gauge("storage", range.reaches_now(), total)]
         }
         BasinSet::AppendOps => {
@@ -203,16 +226,14 @@ pub async fn basin(
         }
         BasinSet::BasinOps => {
             let interval = query.interval.unwrap_or(Interval::Hour);
-            let rows: Vec<UsageRow> = range
-                .rows(shard, interval)
-                .await?
-                .into_iter()
-                .filter(|r| r.basin == basin.as_str())
-                .collect();
-            per_operation(&rows, interval, |op| {
+            let wanted = |op: Operation| {
                 op.group().0 != OpGroup::Account
                     && !matches!(op, Operation::Append | Operation::Read)
-            })
+            };
+            let (interval, sums) = range
+                .sums(shard, Some(basin.as_str()), interval, op_counter(wanted))
+                .await?;
+            per_operation(&sums, interval)
         }
     };
     Ok(respond(req, values))
@@ -255,18 +276,13 @@ impl Series {
         range: Range,
         basin: &BasinName,
     ) -> ApiResult<Vec<Value>> {
-        let rows = range.rows(shard, self.interval).await?;
-        let points = buckets(
-            rows.iter()
-                .filter(|r| r.basin == basin.as_str() && r.counter == self.counter),
-            self.interval,
-        );
-        Ok(vec![accumulation(
-            self.name,
-            self.unit,
-            self.interval,
-            &points,
-        )])
+        let (interval, sums) = range
+            .sums(shard, Some(basin.as_str()), self.interval, |c| {
+                c == self.counter
+            })
+            .await?;
+        let points: Vec<(u64, u64)> = sums.into_iter().map(|((at, _), n)| (at, n)).collect();
+        Ok(vec![accumulation(self.name, self.unit, interval, &points)])
     }
 }
 
@@ -285,34 +301,23 @@ fn respond(req: &Request<Incoming>, values: Vec<Value>) -> Response<Body> {
     )
 }
 
-/// Sums by bucket start, in time order.
-fn buckets<'a>(rows: impl Iterator<Item = &'a UsageRow>, interval: Interval) -> Vec<(u64, u64)> {
-    let mut sums = BTreeMap::new();
-    for row in rows {
-        let at = row.minute_secs / interval.secs() * interval.secs();
-        *sums.entry(at).or_insert(0u64) += row.count;
-    }
-    sums.into_iter().collect()
+/// A counter filter that picks the operations `wanted` picks.
+fn op_counter(wanted: impl Fn(Operation) -> bool) -> impl Fn(Counter) -> bool {
+    move |counter| matches!(counter, Counter::Op(op) if wanted(op))
 }
 
-/// One accumulation per operation that `wanted` selects and that was counted.
-fn per_operation(
-    rows: &[UsageRow],
-    interval: Interval,
-    wanted: impl Fn(Operation) -> bool,
-) -> Vec<Value> {
-    let mut by_op: BTreeMap<Operation, Vec<&UsageRow>> = BTreeMap::new();
-    for row in rows {
-        if let Counter::Op(op) = row.counter {
-            if wanted(op) {
-                by_op.entry(op).or_default().push(row);
-            }
+/// One accumulation per operation counted, in time order.
+fn per_operation(sums: &UsageSums, interval: Interval) -> Vec<Value> {
+    let mut by_op: BTreeMap<Operation, Vec<(u64, u64)>> = BTreeMap::new();
+    for (&(at, counter), &n) in sums {
+        if let Counter::Op(op) = counter {
+            by_op.entry(op).or_default().push((at, n));
         }
     }
     by_op
         .into_iter()
-        .map(|(op, rows)| {
-            let points = buckets(rows.into_iter(), interval);
+        .map(|(op, mut points)| {
+            points.sort_unstable();
             accumulation(op.as_str(), "operations", interval, &points)
         })
         .collect()

@@ -49,6 +49,8 @@ pub enum KeyKind {
     StreamCleanup = 0x04,
     Token = 0x05,
     TokenBySecret = 0x06,
+    /// The layout before `UsageByBasin`: one key per minute and writer, all basins in its
+    /// value. Only start-up migration reads it.
     Usage = 0x07,
     TimestampIndex = 0x11,
     StreamState = 0x12,
@@ -58,6 +60,7 @@ pub enum KeyKind {
     BatchIndex = 0x18,
     SegmentRef = 0x19,
     LogWatermark = 0x1a,
+    UsageByBasin = 0x1b,
 }
 
 const SEPARATOR: u8 = 0x00;
@@ -282,30 +285,75 @@ pub fn token_by_secret(hash: &SecretHash) -> Bytes {
 }
 
 /// One writer's usage counts for one minute: `07 minute_secs(8) boot_id(8) shard(2)`.
-pub fn usage(minute_secs: u64, boot_id: u64, shard: u16) -> Bytes {
-    let mut k = BytesMut::with_capacity(19);
-    k.put_u8(KeyKind::Usage as u8);
+/// One writer's counts of one basin (`""`: operations on no basin) in one minute.
+pub fn usage(basin: &str, minute_secs: u64, boot_id: u64, shard: u16) -> Bytes {
+    let mut k = BytesMut::with_capacity(20 + basin.len());
+    k.put_u8(KeyKind::UsageByBasin as u8);
+    k.put_slice(basin.as_bytes());
+    k.put_u8(SEPARATOR);
     k.put_u64(minute_secs);
     k.put_u64(boot_id);
     k.put_u16(shard);
     k.freeze()
 }
 
-/// The usage keys of the minutes starting in `from_secs..to_secs`.
-pub fn usage_range(from_secs: u64, to_secs: u64) -> std::ops::Range<Bytes> {
+/// The usage keys of `basin` for the minutes starting in `from_secs..to_secs`.
+pub fn usage_range(basin: &str, from_secs: u64, to_secs: u64) -> std::ops::Range<Bytes> {
     let at = |secs: u64| {
-        let mut k = BytesMut::with_capacity(9);
-        k.put_u8(KeyKind::Usage as u8);
+        let mut k = BytesMut::with_capacity(10 + basin.len());
+        k.put_u8(KeyKind::UsageByBasin as u8);
+        k.put_slice(basin.as_bytes());
+        k.put_u8(SEPARATOR);
         k.put_u64(secs);
         k.freeze()
     };
     at(from_secs)..at(to_secs)
 }
 
-/// The minute of a `07` key.
-pub fn usage_minute(key: &[u8]) -> Option<u64> {
-    let bytes = key.get(1..9)?;
-    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+/// Every usage key.
+pub fn usage_all() -> std::ops::Range<Bytes> {
+    let kind = KeyKind::UsageByBasin as u8;
+    Bytes::from(vec![kind])..Bytes::from(vec![kind + 1])
+}
+
+/// The first usage key after every key of `basin`.
+pub fn usage_basin_end(basin: &str) -> Bytes {
+    let mut k = BytesMut::with_capacity(2 + basin.len());
+    k.put_u8(KeyKind::UsageByBasin as u8);
+    k.put_slice(basin.as_bytes());
+    k.put_u8(SEPARATOR + 1);
+    k.freeze()
+}
+
+/// The basin and minute of a usage key.
+pub fn usage_entry(key: &[u8]) -> Option<(&str, u64)> {
+    let rest = key.strip_prefix(&[KeyKind::UsageByBasin as u8])?;
+    let basin_len = rest.len().checked_sub(19)?;
+    if rest[basin_len] != SEPARATOR {
+        return None;
+    }
+    let basin = std::str::from_utf8(&rest[..basin_len]).ok()?;
+    let minute = u64::from_be_bytes(rest[basin_len + 1..basin_len + 9].try_into().ok()?);
+    Some((basin, minute))
+}
+
+/// The old layout's keys: `07 minute boot_id shard`.
+pub fn minute_usage_all() -> std::ops::Range<Bytes> {
+    let kind = KeyKind::Usage as u8;
+    Bytes::from(vec![kind])..Bytes::from(vec![kind + 1])
+}
+
+/// Minute, boot id and shard of an old-layout key.
+pub fn minute_usage_entry(key: &[u8]) -> Option<(u64, u64, u16)> {
+    let rest = key.strip_prefix(&[KeyKind::Usage as u8])?;
+    if rest.len() != 18 {
+        return None;
+    }
+    Some((
+        u64::from_be_bytes(rest[..8].try_into().ok()?),
+        u64::from_be_bytes(rest[8..16].try_into().ok()?),
+        u16::from_be_bytes(rest[16..].try_into().ok()?),
+    ))
 }
 
 pub fn tokens_namespace() -> Bytes {
