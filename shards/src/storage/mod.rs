@@ -56,12 +56,20 @@ pub const INDEX_FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Longest any one storage operation (a read, a durable write, a commit PUT or a GET) is
 /// waited for before it is answered `unavailable`. The operation is cancelled; a write
-/// already handed to SlateDB stays queued and lands once the store is back. An append
-/// waits for two in a row (its commit's PUT, then the apply of its index batch), so while
-/// the store is down a client has its answer within about 10 s (more if it first waited
-/// for admission). SlateDB's own retries stay unbounded on purpose: its WAL flushes must
-/// land once the store is back, without a restart.
+/// already handed to SlateDB stays queued and lands once the store is back. What that
+/// means for an append is [`APPEND_ANSWER_MAX`]. SlateDB's own retries stay unbounded on
+/// purpose: its WAL flushes must land once the store is back, without a restart.
 pub const STORE_WAIT_MAX: Duration = Duration::from_secs(4);
+
+/// Longest an admitted append waits for its answer, ack or error, however the store fails:
+/// its commit starts within one [`STORE_WAIT_MAX`] (with `COMMITS_IN_FLIGHT_MAX` commits in
+/// flight, the oldest, which started before the append arrived, is answered within it) and
+/// takes every run waiting (`COMMIT_BYTES_MAX` is above the largest admission budget a
+/// shard has by default), its PUT is answered within another, and the commit spacing and
+/// the seal wait add well under a second. Not counted: the index applies that follow, which
+/// are memtable writes and wait only while SlateDB holds writes back (each is cancelled
+/// after `STORE_WAIT_MAX`, and then the log halts until a restart: decision 0011).
+pub const APPEND_ANSWER_MAX: Duration = Duration::from_secs(2 * 4 + 1);
 
 /// Longest one listing of log objects may take (start-up replay's, of the commits above
 /// the durable watermark).

@@ -27,14 +27,17 @@ use s2_sdk::{S2Stream, S2};
 use serde_json::json;
 
 use super::{create_basin, create_stream};
+use sluice_shards::storage::APPEND_ANSWER_MAX;
+
 use crate::fault_proxy::{FaultProxy, Faults};
 use crate::harness::{basin_name, get, stream_name, Moto, Server};
 
 const STREAMS: usize = 8;
 /// Batches each session keeps in flight.
 const PIPELINE: u32 = 8;
-/// The longest any append may wait for its answer, outage included.
-const ANSWER_MAX: Duration = Duration::from_secs(10);
+/// The longest any append may wait for its answer, outage included: the engine's bound,
+/// and a second for the request's own way through HTTP and the client.
+const ANSWER_MAX: Duration = Duration::from_secs(APPEND_ANSWER_MAX.as_secs() + 1);
 /// How soon `/health` must notice the outage, and the server recover after it.
 const NOTICE_MAX: Duration = Duration::from_secs(5);
 const RECOVERY_MAX: Duration = Duration::from_secs(10);
