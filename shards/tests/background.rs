@@ -3,13 +3,15 @@
 
 mod common;
 
+use common::eventually;
+
 use common::faulty_store::{Fault, FaultyStore, SEGMENTS_ROOT};
 
 use std::num::NonZeroU64;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -66,22 +68,6 @@ fn expiring_in_an_hour() -> StreamConfigSpec {
 
 async fn count(storage: &Storage, range: std::ops::Range<Bytes>) -> usize {
     storage.scan(range, usize::MAX).await.unwrap().len()
-}
-
-/// Poll `check` until it holds, for up to `limit`.
-async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        glommio::timer::sleep(Duration::from_millis(100)).await;
-    }
-    false
 }
 
 /// The sum of the samples of `family` whose labels include `label`.

@@ -4,13 +4,15 @@
 
 mod common;
 
+use common::eventually;
+
 use common::faulty_store::{Fault, FaultyStore};
 
 use std::num::NonZeroU64;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use slatedb::object_store::memory::InMemory;
@@ -74,22 +76,6 @@ async fn stored(storage: &Storage, kind: KeyKind, id_range: (u128, Option<(u64, 
         None => keys::stream_id_range(kind, id),
     };
     storage.scan(range, usize::MAX).await.unwrap().len()
-}
-
-/// Poll `check` until it holds, for up to `limit`.
-async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        glommio::timer::sleep(Duration::from_millis(50)).await;
-    }
-    false
 }
 
 /// The sum of the Prometheus samples whose line starts with `family` and names `label`.

@@ -126,7 +126,7 @@ fn counts_land_in_their_minute_once() {
             let later = minutes(&shard, &b, second, second + 1).await;
             assert_eq!(later.len(), 2, "{later:?}");
             let active = shard.active_basins(first, second + 1).await.unwrap();
-            assert_eq!(active.into_iter().collect::<Vec<_>>(), [b.clone()]);
+            assert_eq!(active.into_iter().collect::<Vec<_>>(), [b]);
         }
     });
 }

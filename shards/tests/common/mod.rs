@@ -140,6 +140,23 @@ pub async fn read_from(
     out
 }
 
+/// Poll `check` until it holds, for up to `limit`.
+#[allow(dead_code)] // not every test binary waits
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 /// A batch of one trim command record.
 #[allow(dead_code)] // not every test binary trims
 pub fn trim_to(seq_num: u64) -> AppendBatch {
