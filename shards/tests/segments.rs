@@ -688,7 +688,8 @@ fn standard_appends_gather_into_one_commit_and_ride_an_express_one() {
 /// most about that; the records read back whole and in order across the runs.
 #[test]
 fn a_stream_s_runs_are_cut_at_their_bound_within_one_commit() {
-    const APPENDS: usize = 24; // 6 MiB of 256 KiB records
+    // Three runs' worth of 256 KiB records.
+    const APPENDS: usize = 3 * RUN_BYTES_MAX / (256 << 10);
     let (_, store) = faulty(&Arc::new(AtomicU8::new(Fault::None as u8)));
     let hold = store.hold_segment_puts.clone();
     common::with_storage(store, EngineOptions::default(), move |shard, storage| {
@@ -707,7 +708,7 @@ fn a_stream_s_runs_are_cut_at_their_bound_within_one_commit() {
                 .map(|i| {
                     let shard = shard.clone();
                     glommio::spawn_local(async move {
-                        append_now(&shard, 0, big_batch(2 + i as u8)).await
+                        append_now(&shard, 0, big_batch((2 + i) as u8)).await
                     })
                 })
                 .collect();
@@ -746,7 +747,8 @@ fn a_stream_s_runs_are_cut_at_their_bound_within_one_commit() {
             );
             let records = common::read_from(&shard, basin(), stream(0), 0).await;
             let fills: Vec<u8> = records.iter().map(|r| r.body[0]).collect();
-            assert_eq!(fills, (0..APPENDS as u8 + 2).collect::<Vec<_>>());
+            let expected: Vec<u8> = (0..APPENDS + 2).map(|i| i as u8).collect();
+            assert_eq!(fills, expected);
         }
     });
 }

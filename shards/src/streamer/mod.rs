@@ -607,24 +607,35 @@ impl Shard {
             };
         }
         let trip = session.clone();
-        // The owner's job only finds the streamer and starts a task of its own for the
-        // admission wait and the sequencing: waiting for the byte budget must not hold a
-        // job slot, or scrapes, usage flushes and revocations would queue behind appends.
         let admitted = self
             .on_owner(owner, move |shard| async move {
                 let streamer = shard
                     .streamer_or_create(&trip.basin, &trip.stream, auto_create)
                     .await?;
+                // Room in the budget now (the common case): admitted and sequenced in this
+                // job, answered in its one reply. Otherwise a task of its own waits, so
+                // that the wait holds no job slot: scrapes, usage flushes and revocations
+                // would queue behind appends.
+                let units: u64 = batches.iter().map(|b| shard.admission_units_of(b)).sum();
+                if shard.admission.try_acquire(units).unwrap_or(false) {
+                    // Given back at once: `admit_in_order` takes them again, batch by
+                    // batch, before anything else runs on this thread.
+                    shard.admission.signal(units);
+                    return Ok(Admission::Now(
+                        shard.admit_in_order(&streamer, &trip, batches).await,
+                    ));
+                }
                 let (reply, results) = futures::channel::oneshot::channel();
                 glommio::spawn_local(async move {
                     let _ = reply.send(shard.admit_in_order(&streamer, &trip, batches).await);
                 })
                 .detach();
-                Ok(results)
+                Ok(Admission::Later(results))
             })
             .await;
         let results = match admitted {
-            Ok(results) => results
+            Ok(Admission::Now(results)) => Ok(results),
+            Ok(Admission::Later(results)) => results
                 .await
                 .map_err(|_| EngineError::Unavailable("owner shard dropped the request")),
             Err(error) => Err(error),
@@ -634,6 +645,12 @@ impl Shard {
             session.failure.set(&error);
             vec![Err(error)]
         })
+    }
+
+    /// The admission units `batch` takes: its metered bytes, at most the shard's whole
+    /// budget (so that a batch larger than it still goes, alone).
+    fn admission_units_of(&self, batch: &AppendBatch) -> u64 {
+        (batch.metered_bytes() as u64).min(self.admission_units)
     }
 
     /// On the owner: admit and sequence `batches` one after another, stopping at the first
@@ -649,7 +666,7 @@ impl Shard {
             // Admission: wait for room in this shard's share of the in-flight byte budget.
             // An earlier append of the session may fail meanwhile: `submit` checks after
             // the wait, on this thread.
-            let units = (batch.metered_bytes() as u64).min(self.admission_units);
+            let units = self.admission_units_of(&batch);
             let waiting = Instant::now();
             let permit = self.admission.acquire_static_permit(units).await;
             self.metrics().admitted(waiting.elapsed());
@@ -742,6 +759,12 @@ pub(crate) fn stream_key(
         .key_for(cipher)
         .map_err(EngineError::EncryptionKey)?;
     Ok(Some((cipher, key)))
+}
+
+/// A remote trip's appends: sequenced in the job, or by a task waiting for admission.
+enum Admission {
+    Now(Vec<Result<PendingAck>>),
+    Later(futures::channel::oneshot::Receiver<Vec<Result<PendingAck>>>),
 }
 
 /// Whether a data-plane request may create a missing stream, and with what config.
