@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Context};
 use crossbeam_channel::RecvTimeoutError;
 use sluice_shards::executors::{self, spawn_shards};
 use sluice_shards::segments::Cadence;
-use sluice_shards::storage::{Sidecar, StorageLocation};
+use sluice_shards::storage::{Sidecar, StorageLocation, WalLocation};
 use sluice_shards::EngineOptions;
 use tracing::{info, warn};
 
@@ -42,8 +42,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .map(Arc::new);
 
     let location = cli.storage_location();
-    info!(?location, shard_count, "opening storage");
-    let sidecar = Sidecar::open(&location, cli.io_threads).context("opening storage")?;
+    let wal = cli.wal_location();
+    info!(?location, ?wal, shard_count, "opening storage");
+    let sidecar =
+        Sidecar::open(&location, wal.as_ref(), cli.io_threads).context("opening storage")?;
 
     let requested: SocketAddr = (cli.host.as_str(), cli.port)
         .to_socket_addrs()
@@ -63,16 +65,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             root_token: cli.root_token()?.as_deref().map(RootToken::new),
             server: Arc::new(ServerInfo {
                 version: env!("CARGO_PKG_VERSION"),
-                storage: match &location {
-                    StorageLocation::Memory => "in memory".to_owned(),
-                    StorageLocation::Local(dir) => format!("local disk at {}", dir.display()),
-                    StorageLocation::S3 { bucket, path } => {
-                        format!(
-                            "bucket {bucket}{}",
-                            path.as_deref().map_or(String::new(), |p| format!("/{p}"))
-                        )
-                    }
-                },
+                storage: storage_line(&location, wal.as_ref()),
                 shards: shard_count,
                 tls: cli.tls_enabled(),
                 cors: !cli.no_cors,
@@ -91,9 +84,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         clock: sluice_shards::clock::Clock::system(),
         deletion_delay: cli.deletion_delay(),
         verified_tokens_max: usize::try_from(cli.verified_tokens).unwrap_or(usize::MAX),
-        commit_cadence: match &location {
-            StorageLocation::S3 { .. } => Cadence::Bucket,
-            StorageLocation::Memory | StorageLocation::Local(_) => Cadence::Local,
+        // Paced by what a write costs where the commits go.
+        commit_cadence: match (&location, &wal) {
+            (_, Some(WalLocation::S3 { .. })) | (StorageLocation::S3 { .. }, None) => {
+                Cadence::Bucket
+            }
+            _ => Cadence::Local,
         },
         ..EngineOptions::default()
     };
@@ -148,6 +144,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     if !cli.no_dashboard {
         println!("# dashboard: {shown}/dashboard");
     }
+    println!("# storage: {}", storage_line(&location, wal.as_ref()));
     if cli.tls_self {
         println!("export S2_SSL_NO_VERIFY=true");
     }
@@ -180,6 +177,25 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     sidecar.close().context("closing storage")?;
     info!("stopped");
     Ok(())
+}
+
+/// Where the data is, and the write-ahead log when apart, as the banner and dashboard say.
+fn storage_line(location: &StorageLocation, wal: Option<&WalLocation>) -> String {
+    let main = match location {
+        StorageLocation::Memory => "in memory".to_owned(),
+        StorageLocation::Local(dir) => format!("local disk at {}", dir.display()),
+        StorageLocation::S3 { bucket, path } => format!(
+            "bucket {bucket}{}",
+            path.as_deref().map_or(String::new(), |p| format!("/{p}"))
+        ),
+    };
+    match wal {
+        None => main,
+        Some(WalLocation::Local(dir)) => {
+            format!("{main}, write-ahead log on local disk at {}", dir.display())
+        }
+        Some(WalLocation::S3 { bucket }) => format!("{main}, write-ahead log in bucket {bucket}"),
+    }
 }
 
 fn reserve_port(requested: SocketAddr) -> anyhow::Result<(SocketAddr, Option<socket2::Socket>)> {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use sluice_shards::storage::StorageLocation;
+use sluice_shards::storage::{StorageLocation, WalLocation};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,13 +30,36 @@ pub struct Cli {
     pub io_threads: usize,
 
     /// Keep data in this local directory (fsynced) instead of in memory.
-    #[arg(long, env = "SLUICE_LOCAL_ROOT", conflicts_with = "bucket")]
+    #[arg(
+        long,
+        env = "SLUICE_LOCAL_ROOT",
+        conflicts_with = "bucket",
+        group = "main_store"
+    )]
     pub local_root: Option<PathBuf>,
 
     /// Keep data in this S3-compatible bucket (endpoint, region and keys from the standard
     /// AWS environment variables).
-    #[arg(long, env = "SLUICE_BUCKET")]
+    #[arg(long, env = "SLUICE_BUCKET", group = "main_store")]
     pub bucket: Option<String>,
+
+    /// Keep the write-ahead log (the log's commits, which acknowledgements wait for) in
+    /// this local directory, apart from the data at rest in `--bucket` or `--local-root`,
+    /// whither the runs are moved within seconds.
+    #[arg(
+        long,
+        env = "SLUICE_WAL_LOCAL_ROOT",
+        conflicts_with = "wal_bucket",
+        requires = "main_store"
+    )]
+    pub wal_local_root: Option<PathBuf>,
+
+    /// Keep the write-ahead log in this S3 bucket (e.g. a zonal, low-latency one), apart from
+    /// the data at rest. Configured as `--bucket` is, but for `S2LITE_WAL_AWS_ENDPOINT_URL_S3`,
+    /// `S2LITE_WAL_AWS_REGION`, `S2LITE_WAL_AWS_ACCESS_KEY_ID`,
+    /// `S2LITE_WAL_AWS_SECRET_ACCESS_KEY` and `S2LITE_WAL_AWS_SESSION_TOKEN`, as `s2 lite` reads them.
+    #[arg(long, env = "SLUICE_WAL_BUCKET", requires = "main_store")]
+    pub wal_bucket: Option<String>,
 
     /// Path prefix inside the bucket.
     #[arg(long, env = "SLUICE_PATH", requires = "bucket")]
@@ -112,6 +135,16 @@ impl Cli {
                 path: self.path.clone(),
             },
             (None, None) => StorageLocation::Memory,
+        }
+    }
+
+    pub fn wal_location(&self) -> Option<WalLocation> {
+        match (&self.wal_local_root, &self.wal_bucket) {
+            (Some(dir), _) => Some(WalLocation::Local(dir.clone())),
+            (None, Some(bucket)) => Some(WalLocation::S3 {
+                bucket: bucket.clone(),
+            }),
+            (None, None) => None,
         }
     }
 
@@ -195,6 +228,35 @@ mod tests {
         assert_eq!(parse_bytes("4096"), Ok(4096));
         assert!(parse_bytes("0").is_err());
         assert!(parse_bytes("12MB").is_err());
+    }
+
+    #[test]
+    fn a_write_ahead_store_needs_a_main_one_and_is_one_of_two() {
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            super::Cli::try_parse_from(std::iter::once("sluice").chain(args.iter().copied()))
+                .map(|cli| cli.wal_location())
+        };
+        assert!(parse(&["--wal-local-root", "/tmp/w"]).is_err(), "in memory");
+        assert!(parse(&["--wal-bucket", "b"]).is_err(), "in memory");
+        assert!(parse(&[
+            "--local-root",
+            "/d",
+            "--wal-local-root",
+            "/w",
+            "--wal-bucket",
+            "b"
+        ])
+        .is_err());
+        assert!(matches!(
+            parse(&["--local-root", "/d", "--wal-local-root", "/w"]),
+            Ok(Some(super::WalLocation::Local(_)))
+        ));
+        assert!(matches!(
+            parse(&["--bucket", "main", "--wal-bucket", "fast"]),
+            Ok(Some(super::WalLocation::S3 { .. }))
+        ));
+        assert!(matches!(parse(&["--bucket", "main"]), Ok(None)));
     }
 
     #[test]

@@ -55,6 +55,9 @@ pub const SWEEP_SEGMENTS_PER_TICK: usize = 1000;
 pub const SWEEP_REFS_PER_TICK: usize = 4096;
 /// Tries of a one-segment page before the sweep steps past that segment.
 const SWEEP_TRIES_PER_SEGMENT: u32 = 3;
+/// Bytes of live runs moved from the write-ahead store into one object of the main store,
+/// at most (runs of one commit page beyond it go in further objects).
+pub const MOVE_OBJECT_BYTES: u64 = 64 << 20;
 /// Objects of the segment listing the orphan pass checks per tick.
 pub const ORPHAN_PAGE_OBJECTS: usize = 1000;
 /// Segments smaller than this are never compacted: rewriting them buys little.
@@ -71,13 +74,22 @@ pub(crate) async fn run(shard: Rc<Shard>) {
         return;
     }
     let mut orphans = Some(OrphanPass::default());
-    let mut sweep = Sweep::default();
+    let mut sweep = Sweep::over(|_| keys::segments_range());
+    // With a write-ahead store, its commits get a sweep of their own every tick, so that
+    // how long a run stays there does not grow with the main store's segments.
+    let mut mover = Sweep::over(|shard| {
+        let durable = shard.storage.log_durable();
+        keys::segment(SegmentId::log(0).0)..keys::segment(SegmentId::log(durable + 1).0)
+    });
     loop {
         glommio::timer::sleep(RECLAIM_TICK).await;
         if let Some(pass) = &mut orphans {
             if pass.step(&shard).await {
                 orphans = None;
             }
+        }
+        if shard.storage.has_wal() {
+            mover.step(&shard).await;
         }
         sweep.step(&shard).await;
     }
@@ -87,29 +99,31 @@ pub(crate) async fn run(shard: Rc<Shard>) {
 /// backoff, half as large each time; one segment that keeps failing alone is stepped past
 /// (the next round comes back to it).
 struct Sweep {
+    /// The segment records it walks, as of now.
+    range: fn(&Shard) -> std::ops::Range<Bytes>,
     cursor: Option<Bytes>,
     page: usize,
     backoff: Backoff,
     retry_at: Option<Instant>,
 }
 
-impl Default for Sweep {
-    fn default() -> Sweep {
+impl Sweep {
+    fn over(range: fn(&Shard) -> std::ops::Range<Bytes>) -> Sweep {
         Sweep {
+            range,
             cursor: None,
             page: SWEEP_SEGMENTS_PER_TICK,
             backoff: Backoff::default(),
             retry_at: None,
         }
     }
-}
 
-impl Sweep {
     async fn step(&mut self, shard: &Shard) {
         if self.retry_at.is_some_and(|at| Instant::now() < at) {
             return;
         }
-        match shard.sweep(self.cursor.clone(), self.page).await {
+        let range = (self.range)(shard);
+        match shard.sweep(range, self.cursor.clone(), self.page).await {
             Ok(next) => {
                 shard.metrics().job_done(Job::SweepPage);
                 self.cursor = next;
@@ -133,7 +147,7 @@ impl Sweep {
 
     /// Move the cursor past the one segment at it, which failed alone time after time.
     async fn step_past_one(&mut self, shard: &Shard) {
-        let range = keys::segments_range();
+        let range = (self.range)(shard);
         let start = self.cursor.clone().unwrap_or(range.start);
         if let Ok(rows) = shard.storage.scan(start..range.end, 1).await {
             if let Some((key, _)) = rows.first() {
@@ -184,6 +198,29 @@ impl OrphanPass {
         }
         false
     }
+}
+
+/// `sources` grouped into objects of at most `bytes` of live runs each (a source larger than
+/// that alone).
+fn objects_of(
+    sources: Vec<(SegmentId, Vec<LiveRun>)>,
+    bytes: u64,
+) -> Vec<Vec<(SegmentId, Vec<LiveRun>)>> {
+    let mut objects: Vec<Vec<(SegmentId, Vec<LiveRun>)>> = Vec::new();
+    let mut filled = u64::MAX;
+    for (segment, live) in sources {
+        let size: u64 = live.iter().map(|r| u64::from(r.entry.length)).sum();
+        if filled.saturating_add(size) > bytes {
+            objects.push(Vec::new());
+            filled = 0;
+        }
+        filled += size;
+        objects
+            .last_mut()
+            .expect("pushed above")
+            .push((segment, live));
+    }
+    objects
 }
 
 fn hex(key: &[u8]) -> String {
@@ -247,14 +284,22 @@ impl Shard {
         Ok(())
     }
 
-    /// One step of the sweep, from `cursor` (a segment key), over at most `page` segment
-    /// records and [`SWEEP_REFS_PER_TICK`] references; returns where the next starts. The
+    /// One step of the sweep over the segment records in `range`, from `cursor` (a segment
+    /// key), at most `page` of them and [`SWEEP_REFS_PER_TICK`] references; returns where the next starts. The
     /// page's deletions go in three writes (expired runs, objects, records), whatever the
     /// number of segments in it. A segment that cannot be judged (a bad record or
     /// reference) or whose deletion or compaction fails is counted, logged and left for the
     /// next round; only a failure to read or write the page fails the step.
-    async fn sweep(&self, cursor: Option<Bytes>, page: usize) -> Result<Option<Bytes>> {
-        let range = keys::segments_range();
+    ///
+    /// With a write-ahead store, a commit of the log that the durable watermark has passed
+    /// has its live runs moved into the main store, with the others of the page, into
+    /// objects of up to [`MOVE_OBJECT_BYTES`], whatever their share of live bytes.
+    async fn sweep(
+        &self,
+        range: std::ops::Range<Bytes>,
+        cursor: Option<Bytes>,
+        page: usize,
+    ) -> Result<Option<Bytes>> {
         let start = cursor.unwrap_or(range.start);
         let mut rows = self.storage.scan(start..range.end, page).await?;
         let mut more = rows.len() == page;
@@ -292,6 +337,8 @@ impl Shard {
         let mut expired = WriteBatch::new();
         let mut empty = Vec::new();
         let mut sparse = Vec::new();
+        let mut moving = Vec::new();
+        let wal = self.storage.has_wal();
         for (i, (key, value)) in rows.iter().enumerate() {
             let (Some(segment), Some(record)) =
                 (keys::segment_id_of(key), SegmentRecord::decode(value))
@@ -341,6 +388,8 @@ impl Shard {
             }
             if live_bytes == 0 {
                 empty.push((SegmentId(segment), record));
+            } else if wal && SegmentId(segment).log_position().is_some() {
+                moving.push((SegmentId(segment), live));
             } else if record.object_bytes >= COMPACT_MIN_BYTES
                 && live_bytes * 100 < record.object_bytes * COMPACT_LIVE_PERCENT
             {
@@ -352,10 +401,14 @@ impl Shard {
             self.storage.write(expired).await?;
         }
         self.delete_empty(empty).await?;
-        for (segment, live) in sparse {
-            if let Err(e) = self.compact(segment, live).await {
+        let mut copies: Vec<Vec<(SegmentId, Vec<LiveRun>)>> =
+            sparse.into_iter().map(|one| vec![one]).collect();
+        copies.extend(objects_of(moving, MOVE_OBJECT_BYTES));
+        for sources in copies {
+            let first = sources[0].0;
+            if let Err(e) = self.compact(sources).await {
                 self.metrics().job_failed(Job::SegmentCompacted);
-                warn!(segment = %format!("{:032x}", segment.0), error = %e, "compaction failed; tried again next round");
+                warn!(segment = %format!("{:032x}", first.0), error = %e, "compaction failed; tried again next round");
             }
         }
         let next = rows.last().map(|(key, _)| keys::successor(key));
@@ -403,21 +456,27 @@ impl Shard {
         Ok(())
     }
 
-    /// Copy the live runs of `segment` into a new segment and re-point their index
-    /// entries at it, each only if its entry still equals its reference (unmoved, not
-    /// dropped).
-    async fn compact(&self, segment: SegmentId, live: Vec<LiveRun>) -> Result<()> {
-        let fetched = futures::future::try_join_all(live.iter().map(|run| {
-            let start = u64::from(run.entry.offset);
-            self.storage
-                .get_segment_range(segment, start..start + u64::from(run.entry.length))
+    /// Copy the live runs of `sources` (segments and their live runs) into one new
+    /// segment and re-point their index entries at it, each only if its entry still equals
+    /// its reference (unmoved, not dropped).
+    async fn compact(&self, sources: Vec<(SegmentId, Vec<LiveRun>)>) -> Result<()> {
+        let fetched = futures::future::try_join_all(sources.iter().flat_map(|(segment, live)| {
+            live.iter().map(|run| {
+                let start = u64::from(run.entry.offset);
+                self.storage
+                    .get_segment_range(*segment, start..start + u64::from(run.entry.length))
+            })
         }))
         .await?;
         let target = self.storage.new_segment_id();
         let mut payload = vec![format::encode_header(target)];
         let mut offset = HEADER_BYTES as u32;
-        let mut guards = Vec::with_capacity(live.len());
-        for (LiveRun { id, entry, value }, bytes) in live.into_iter().zip(fetched) {
+        let runs = sources.len();
+        let mut guards = Vec::with_capacity(fetched.len());
+        let live = sources
+            .into_iter()
+            .flat_map(|(segment, live)| live.into_iter().map(move |run| (segment, run)));
+        for ((segment, LiveRun { id, entry, value }), bytes) in live.zip(fetched) {
             let last = entry.last_seq_num();
             let key = keys::batch_index(id, last);
             // Runs move byte for byte: the checksum does not cover where a run sits.
@@ -454,7 +513,7 @@ impl Shard {
         match self.storage.write_where_unchanged(guards, always).await {
             Ok(moved) => {
                 self.metrics().job_done(Job::SegmentCompacted);
-                debug!(from = %format!("{:032x}", segment.0), to = %format!("{:032x}", target.0), moved, "segment compacted");
+                debug!(sources = runs, to = %format!("{:032x}", target.0), moved, "segments compacted");
                 Ok(())
             }
             Err(e) => {

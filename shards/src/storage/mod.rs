@@ -43,6 +43,36 @@ pub enum StorageLocation {
     },
 }
 
+/// Where the log's commits are written and acknowledged, when not with the data at rest:
+/// a write-ahead store (`--wal-local-root`, `--wal-bucket`).
+#[derive(Debug, Clone)]
+pub enum WalLocation {
+    Local(PathBuf),
+    /// Configured as the main bucket is, but for the `S2LITE_WAL_AWS_*` overrides that
+    /// `s2 lite` reads: endpoint, region and static credentials.
+    S3 {
+        bucket: String,
+    },
+}
+
+/// The environment overrides of a WAL bucket's configuration, named as `s2 lite` names them.
+const WAL_AWS_OVERRIDES: [(&str, AmazonS3ConfigKey); 5] = [
+    (
+        "S2LITE_WAL_AWS_ENDPOINT_URL_S3",
+        AmazonS3ConfigKey::Endpoint,
+    ),
+    ("S2LITE_WAL_AWS_REGION", AmazonS3ConfigKey::Region),
+    (
+        "S2LITE_WAL_AWS_ACCESS_KEY_ID",
+        AmazonS3ConfigKey::AccessKeyId,
+    ),
+    (
+        "S2LITE_WAL_AWS_SECRET_ACCESS_KEY",
+        AmazonS3ConfigKey::SecretAccessKey,
+    ),
+    ("S2LITE_WAL_AWS_SESSION_TOKEN", AmazonS3ConfigKey::Token),
+];
+
 /// Prefix of the environment variables that override SlateDB [`Settings`].
 pub const SLATEDB_ENV_PREFIX: &str = "SL8_";
 
@@ -121,6 +151,7 @@ pub struct Sidecar {
     db: Arc<Db>,
     flush_wanted: Arc<Notify>,
     segments: Arc<SegmentStore>,
+    log: Arc<SegmentStore>,
     marks: Arc<LogMarks>,
     health: Arc<StoreHealth>,
     metrics: Arc<Metrics>,
@@ -233,20 +264,36 @@ async fn run_probe(store: Arc<dyn ObjectStore>, path: Path, health: Arc<StoreHea
 }
 
 impl Sidecar {
-    pub fn open(location: &StorageLocation, io_threads: usize) -> Result<Sidecar, OpenError> {
+    pub fn open(
+        location: &StorageLocation,
+        wal: Option<&WalLocation>,
+        io_threads: usize,
+    ) -> Result<Sidecar, OpenError> {
         let path = match location {
             StorageLocation::S3 {
                 path: Some(prefix), ..
             } => format!("{}/{DB_PATH}", prefix.trim_matches('/')),
             _ => DB_PATH.to_owned(),
         };
-        Sidecar::open_with_store(object_store_for(location)?, &path, io_threads)
+        let wal = wal.map(wal_store_for).transpose()?;
+        Sidecar::open_with_stores(object_store_for(location)?, wal, &path, io_threads)
     }
 
     /// Open the database at `path` inside any object store (tests use this to inject
     /// faults between SlateDB and the store).
     pub fn open_with_store(
         store: Arc<dyn ObjectStore>,
+        path: &str,
+        io_threads: usize,
+    ) -> Result<Sidecar, OpenError> {
+        Sidecar::open_with_stores(store, None, path, io_threads)
+    }
+
+    /// Like [`Sidecar::open_with_store`], with the log's commits in `wal` when given (a
+    /// write-ahead store apart from the one that holds the data at rest).
+    pub fn open_with_stores(
+        store: Arc<dyn ObjectStore>,
+        wal: Option<Arc<dyn ObjectStore>>,
         path: &str,
         io_threads: usize,
     ) -> Result<Sidecar, OpenError> {
@@ -292,19 +339,31 @@ impl Sidecar {
         ));
         let mut boot_id = [0u8; 8];
         getrandom::fill(&mut boot_id).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let root = Path::from(format!("{path}-segments"));
+        // Boot id 0 names the log (`SegmentId::log`).
+        let boot_id = u64::from_be_bytes(boot_id).max(1);
         let segments = Arc::new(SegmentStore {
             store,
-            root: Path::from(format!("{path}-segments")),
-            // Boot id 0 names the log (`SegmentId::log`).
-            boot_id: u64::from_be_bytes(boot_id).max(1),
+            root: root.clone(),
+            boot_id,
             next: AtomicU64::new(0),
         });
+        let log = match wal {
+            None => segments.clone(),
+            Some(store) => Arc::new(SegmentStore {
+                store,
+                root,
+                boot_id,
+                next: AtomicU64::new(0),
+            }),
+        };
         Ok(Sidecar {
             runtime,
             background,
             db,
             flush_wanted,
             segments,
+            log,
             marks,
             health,
             metrics: Arc::new(Metrics::new()),
@@ -318,6 +377,7 @@ impl Sidecar {
             runtime: self.runtime.handle().clone(),
             flush_wanted: self.flush_wanted.clone(),
             segments: self.segments.clone(),
+            log: self.log.clone(),
             marks: self.marks.clone(),
             health: self.health.clone(),
             metrics: self.metrics.storage(),
@@ -347,33 +407,62 @@ impl Sidecar {
 fn object_store_for(location: &StorageLocation) -> Result<Arc<dyn ObjectStore>, OpenError> {
     Ok(match location {
         StorageLocation::Memory => Arc::new(object_store::memory::InMemory::new()),
-        StorageLocation::Local(dir) => {
-            std::fs::create_dir_all(dir)?;
-            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir)?.with_fsync(true))
-        }
-        StorageLocation::S3 { bucket, .. } => {
-            let endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
-                .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
-                .ok();
-            let mut builder = object_store::aws::AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
-                .with_retry(s3_retries());
-            if std::env::var_os("AWS_CONNECT_TIMEOUT").is_none() {
-                builder = builder.with_config(
-                    AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
-                    format!("{}s", S3_CONNECT_TIMEOUT.as_secs()),
-                );
-            }
-            if let Some(endpoint) = endpoint {
-                // A plain-http endpoint is a deliberate choice (a local S3-compatible server).
-                if endpoint.starts_with("http://") {
-                    builder = builder.with_allow_http(true);
-                }
-                builder = builder.with_endpoint(endpoint);
-            }
-            Arc::new(builder.build()?)
+        StorageLocation::Local(dir) => local_store(dir)?,
+        StorageLocation::S3 { bucket, .. } => Arc::new(s3_builder(bucket, &[]).build()?),
+    })
+}
+
+fn wal_store_for(location: &WalLocation) -> Result<Arc<dyn ObjectStore>, OpenError> {
+    Ok(match location {
+        WalLocation::Local(dir) => local_store(dir)?,
+        WalLocation::S3 { bucket } => {
+            let overrides: Vec<(AmazonS3ConfigKey, String)> = WAL_AWS_OVERRIDES
+                .iter()
+                .filter_map(|(var, key)| Some((*key, std::env::var(var).ok()?)))
+                .collect();
+            Arc::new(s3_builder(bucket, &overrides).build()?)
         }
     })
+}
+
+fn local_store(dir: &std::path::Path) -> Result<Arc<dyn ObjectStore>, OpenError> {
+    std::fs::create_dir_all(dir)?;
+    Ok(Arc::new(
+        object_store::local::LocalFileSystem::new_with_prefix(dir)?.with_fsync(true),
+    ))
+}
+
+/// A bucket's client from the standard AWS environment, then `overrides`.
+fn s3_builder(
+    bucket: &str,
+    overrides: &[(AmazonS3ConfigKey, String)],
+) -> object_store::aws::AmazonS3Builder {
+    let mut endpoint = std::env::var("AWS_ENDPOINT_URL_S3")
+        .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+        .ok();
+    let mut builder = object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_retry(s3_retries());
+    if std::env::var_os("AWS_CONNECT_TIMEOUT").is_none() {
+        builder = builder.with_config(
+            AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
+            format!("{}s", S3_CONNECT_TIMEOUT.as_secs()),
+        );
+    }
+    for (key, value) in overrides {
+        match key {
+            AmazonS3ConfigKey::Endpoint => endpoint = Some(value.clone()),
+            key => builder = builder.with_config(*key, value),
+        }
+    }
+    if let Some(endpoint) = endpoint {
+        // A plain-http endpoint is a deliberate choice (a local S3-compatible server).
+        if endpoint.starts_with("http://") {
+            builder = builder.with_allow_http(true);
+        }
+        builder = builder.with_endpoint(endpoint);
+    }
+    builder
 }
 
 /// Where a create-only PUT of a log object ended.
@@ -594,6 +683,8 @@ pub struct Storage {
     runtime: Handle,
     flush_wanted: Arc<Notify>,
     segments: Arc<SegmentStore>,
+    /// Where the log's commits live: the segments' store, or a write-ahead store of its own.
+    log: Arc<SegmentStore>,
     marks: Arc<LogMarks>,
     health: Arc<StoreHealth>,
     metrics: StorageMetrics,
@@ -754,6 +845,20 @@ impl Storage {
         (id.0 >> 64) as u64 == self.segments.boot_id
     }
 
+    /// The store that holds segment `id`: the log's for a commit of the log.
+    fn store_of(&self, id: SegmentId) -> Arc<SegmentStore> {
+        match id.log_position() {
+            Some(_) => self.log.clone(),
+            None => self.segments.clone(),
+        }
+    }
+
+    /// Whether the log's commits live in a write-ahead store apart from the data at rest,
+    /// whence the reclaimer moves their runs (`segments::reclaim`).
+    pub fn has_wal(&self) -> bool {
+        !Arc::ptr_eq(&self.log, &self.segments)
+    }
+
     /// Write a segment object. It is created, never overwritten; since names are never
     /// reused, one already there is this PUT's own earlier attempt.
     pub async fn put_segment(
@@ -781,7 +886,7 @@ impl Storage {
         position: u64,
         payload: PutPayload,
     ) -> Result<Placed, StorageError> {
-        let segments = self.segments.clone();
+        let segments = self.log.clone();
         self.on_sidecar(StorageOp::ObjectPut, async move {
             let path = segments.path(SegmentId::log(position));
             match create(&*segments.store, &path, payload).await {
@@ -806,7 +911,7 @@ impl Storage {
         &self,
         position: u64,
     ) -> Result<Option<(commit::Head, Vec<commit::Entry>)>, StorageError> {
-        let segments = self.segments.clone();
+        let segments = self.log.clone();
         self.on_sidecar(StorageOp::ObjectGet, async move {
             let path = segments.path(SegmentId::log(position));
             let Some(head) = read_head(&*segments.store, &path).await? else {
@@ -833,7 +938,7 @@ impl Storage {
 
     /// The log positions after `after` that hold an object, ascending.
     pub async fn list_log(&self, after: u64) -> Result<Vec<u64>, StorageError> {
-        let segments = self.segments.clone();
+        let segments = self.log.clone();
         self.on_sidecar_within(StorageOp::ObjectList, LIST_WAIT_MAX, async move {
             let prefix = segments.path(SegmentId::log(0));
             let prefix = Path::from_iter(prefix.parts().take(prefix.parts().count() - 1));
@@ -891,7 +996,7 @@ impl Storage {
         id: SegmentId,
         range: Range<u64>,
     ) -> Result<Bytes, StorageError> {
-        let segments = self.segments.clone();
+        let segments = self.store_of(id);
         self.on_sidecar(StorageOp::ObjectGet, async move {
             let want = range.end - range.start;
             let bytes = segments.store.get_range(&segments.path(id), range).await?;
@@ -908,7 +1013,7 @@ impl Storage {
 
     /// Delete a segment object; one already gone is not an error.
     pub async fn delete_segment(&self, id: SegmentId) -> Result<(), StorageError> {
-        let segments = self.segments.clone();
+        let segments = self.store_of(id);
         self.on_sidecar(StorageOp::ObjectDelete, async move {
             match segments.store.delete(&segments.path(id)).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -918,19 +1023,26 @@ impl Storage {
         .await
     }
 
-    /// Every segment object in the store, in pages of at most `page` objects (in whatever
+    /// Every segment object in the store (and the log's, when apart), in pages of at most
+    /// `page` objects (in whatever
     /// order the store lists them). The listing runs on the sidecar one page ahead of the
     /// reader, so at most two pages are held at once; it stops when the listing ends or
     /// fails, or when the receiver is dropped.
     pub fn list_segments(&self, page: usize) -> SegmentListing {
         use futures::{SinkExt, StreamExt};
         let (mut tx, rx) = futures::channel::mpsc::channel(0);
-        let (segments, metrics) = (self.segments.clone(), self.metrics.clone());
+        let metrics = self.metrics.clone();
+        let mut stores = vec![self.segments.clone()];
+        if self.has_wal() {
+            stores.push(self.log.clone());
+        }
         self.runtime.spawn(async move {
-            let mut listed = segments
-                .store
-                .list(Some(&segments.root))
-                .chunks(page.max(1));
+            let listed = stores.into_iter().map(|segments| {
+                let listing = segments.store.list(Some(&segments.root));
+                listing
+                    .map(move |meta| meta.map(|meta| (segments.id_of(&meta.location), meta.size)))
+            });
+            let mut listed = futures::stream::iter(listed).flatten().chunks(page.max(1));
             loop {
                 let started = Instant::now();
                 let chunk = match tokio::time::timeout(STORE_WAIT_MAX, listed.next()).await {
@@ -938,7 +1050,7 @@ impl Storage {
                     Ok(Some(chunk)) => chunk
                         .into_iter()
                         .filter_map(|meta| match meta {
-                            Ok(meta) => Some(Ok((segments.id_of(&meta.location)?, meta.size))),
+                            Ok((id, size)) => Some(Ok((id?, size))),
                             Err(e) => Some(Err(StorageError::from(e))),
                         })
                         .collect(),

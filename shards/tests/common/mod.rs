@@ -45,7 +45,23 @@ where
     F: Fn(Rc<Shard>, Storage) -> Fut + Send + Clone + 'static,
     Fut: Future<Output = T> + 'static,
 {
-    on_shards(1, store, options, scenario)
+    on_shards(1, store, None, options, scenario)
+}
+
+/// Like [`with_storage`], with the log's commits in a write-ahead store of their own.
+#[allow(dead_code)] // not every test binary has a write-ahead store
+pub fn with_wal_storage<T, F, Fut>(
+    store: Arc<dyn ObjectStore>,
+    wal: Arc<dyn ObjectStore>,
+    options: EngineOptions,
+    scenario: F,
+) -> T
+where
+    T: Send + 'static,
+    F: Fn(Rc<Shard>, Storage) -> Fut + Send + Clone + 'static,
+    Fut: Future<Output = T> + 'static,
+{
+    on_shards(1, store, Some(wal), options, scenario)
 }
 
 /// Run `scenario` on shard 0 of two shards over `store`, with the raw storage handle; shard
@@ -61,7 +77,7 @@ where
     F: Fn(Rc<Shard>, Storage) -> Fut + Send + Clone + 'static,
     Fut: Future<Output = T> + 'static,
 {
-    on_shards(2, store, options, scenario)
+    on_shards(2, store, None, options, scenario)
 }
 
 /// Run `scenario` on shard 0 of `count` shards; the others serve what it sends them until
@@ -69,6 +85,7 @@ where
 fn on_shards<T, F, Fut>(
     count: usize,
     store: Arc<dyn ObjectStore>,
+    wal: Option<Arc<dyn ObjectStore>>,
     options: EngineOptions,
     scenario: F,
 ) -> T
@@ -77,7 +94,7 @@ where
     F: Fn(Rc<Shard>, Storage) -> Fut + Send + Clone + 'static,
     Fut: Future<Output = T> + 'static,
 {
-    let sidecar = Sidecar::open_with_store(store, DB_PATH, 2).expect("open storage");
+    let sidecar = Sidecar::open_with_stores(store, wal, DB_PATH, 2).expect("open storage");
     let storage = sidecar.storage();
     let (tx, rx) = mpsc::channel();
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);

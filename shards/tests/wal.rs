@@ -1,0 +1,147 @@
+//! A write-ahead store apart from the main one: commits are written and acknowledged
+//! there, replayed from there after a restart, and their runs move to the main store
+//! within seconds, readable all along.
+
+mod common;
+
+use common::eventually;
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use slatedb::object_store::memory::InMemory;
+use slatedb::object_store::path::Path;
+use slatedb::object_store::ObjectStore;
+use sluice_shards::config::{BasinConfig, StreamConfigSpec};
+use sluice_shards::names::{BasinName, StreamName};
+use sluice_shards::records::{AppendBatch, AppendRecord};
+use sluice_shards::streamer::AutoCreate;
+use sluice_shards::{EngineOptions, Shard};
+
+const APPENDS: usize = 40;
+
+fn basin() -> BasinName {
+    "wal-tier-basin".parse().unwrap()
+}
+
+fn stream() -> StreamName {
+    "events".parse().unwrap()
+}
+
+async fn append(shard: &Rc<Shard>, i: usize) {
+    let record = AppendRecord {
+        timestamp: None,
+        headers: Vec::new(),
+        body: Bytes::from(format!("record-{i}")),
+    };
+    let batch = AppendBatch::new(vec![record], None, None).unwrap();
+    shard
+        .append(basin(), stream(), batch, None, AutoCreate::No)
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+}
+
+async fn bodies(shard: &Rc<Shard>) -> Vec<String> {
+    common::read_from(shard, basin(), stream(), 0)
+        .await
+        .iter()
+        .map(|r| String::from_utf8(r.body.to_vec()).unwrap())
+        .collect()
+}
+
+fn expected() -> Vec<String> {
+    (0..APPENDS).map(|i| format!("record-{i}")).collect()
+}
+
+/// Segment objects in `store`: (commits of the log, other segments).
+async fn objects(store: &Arc<dyn ObjectStore>) -> (usize, usize) {
+    let all: Vec<_> = store
+        .list(Some(&Path::from(common::faulty_store::SEGMENTS_ROOT)))
+        .try_collect()
+        .await
+        .unwrap();
+    let log = all
+        .iter()
+        .filter(|m| m.location.as_ref().contains("/0000000000000000/"))
+        .count();
+    (log, all.len() - log)
+}
+
+#[test]
+fn commits_are_acknowledged_in_the_wal_store_and_move_to_the_main_store() {
+    let main: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let wal: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let (m, w) = (main.clone(), wal.clone());
+    common::with_wal_storage(main, wal, EngineOptions::default(), move |shard, _| {
+        let (main, wal) = (m.clone(), w.clone());
+        async move {
+            shard
+                .create_basin(basin(), BasinConfig::default(), None)
+                .await
+                .unwrap();
+            shard
+                .create_stream(basin(), stream(), StreamConfigSpec::default(), None)
+                .await
+                .unwrap();
+            for i in 0..APPENDS {
+                append(&shard, i).await;
+            }
+            let (wal_commits, _) = objects(&wal).await;
+            let (main_commits, _) = objects(&main).await;
+            assert!(
+                wal_commits >= APPENDS,
+                "{wal_commits} commits in the WAL store"
+            );
+            assert_eq!(main_commits, 0, "commits went to the main store");
+            assert_eq!(bodies(&shard).await, expected(), "read from the WAL store");
+
+            let moved = eventually(Duration::from_secs(30), || async {
+                objects(&wal).await.0 == 0 && objects(&main).await.1 > 0
+            })
+            .await;
+            let (left, main_segments) = (objects(&wal).await.0, objects(&main).await.1);
+            assert!(
+                moved,
+                "{left} commits left in the WAL store, {main_segments} segments in the main one"
+            );
+            assert!(
+                main_segments <= 3,
+                "{main_segments} objects in the main store for {APPENDS} appends"
+            );
+            assert_eq!(bodies(&shard).await, expected(), "read from the main store");
+        }
+    });
+}
+
+#[test]
+fn a_restart_replays_the_wal_store() {
+    let main: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let wal: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    common::with_wal_storage(
+        main.clone(),
+        wal.clone(),
+        EngineOptions::default(),
+        |shard, _| async move {
+            shard
+                .create_basin(basin(), BasinConfig::default(), None)
+                .await
+                .unwrap();
+            shard
+                .create_stream(basin(), stream(), StreamConfigSpec::default(), None)
+                .await
+                .unwrap();
+            for i in 0..APPENDS {
+                append(&shard, i).await;
+            }
+        },
+    );
+    common::with_wal_storage(main, wal, EngineOptions::default(), |shard, _| async move {
+        assert_eq!(bodies(&shard).await, expected());
+    });
+}
