@@ -536,3 +536,24 @@ async fn kill9_cycles_on_many_streams_lose_nothing_on_s3() {
     moto.create_bucket("sluice-cycles");
     kill_cycles(|shards| moto.server(&["--shards", shards, "--bucket", "sluice-cycles"])).await;
 }
+
+// The write-ahead log on local disk, the data in a bucket: whatever was acknowledged is
+// back after each kill -9, whether its runs had moved to the bucket or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_cycles_on_many_streams_lose_nothing_with_a_local_wal_before_s3() {
+    let moto = Moto::start();
+    moto.create_bucket("sluice-wal-cycles");
+    let wal = tempfile::tempdir().expect("temp dir");
+    let wal = wal.path().to_str().expect("utf-8 path").to_owned();
+    kill_cycles(|shards| {
+        moto.server(&[
+            "--shards",
+            shards,
+            "--bucket",
+            "sluice-wal-cycles",
+            "--wal-local-root",
+            wal.as_str(),
+        ])
+    })
+    .await;
+}
