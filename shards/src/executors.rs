@@ -11,7 +11,7 @@ use glommio::{CpuSet, LocalExecutorBuilder, Placement as CorePlacement};
 use crate::mesh::Mesh;
 use crate::placement::Placement;
 use crate::segments::log::committer;
-use crate::segments::log::recover::recover;
+use crate::segments::log::recover::{forget_lost_commits, recover};
 use crate::shard::{EngineOptions, Shard};
 use crate::storage::Storage;
 
@@ -45,6 +45,10 @@ where
         .runtime()
         .block_on(recover(&storage, &options.clock))
         .map_err(|e| io::Error::other(format!("recovering the log: {e}")))?;
+    storage
+        .runtime()
+        .block_on(forget_lost_commits(&storage))
+        .map_err(|e| io::Error::other(format!("checking the write-ahead store: {e}")))?;
     storage
         .runtime()
         .block_on(crate::usage::migrate_minute_layout(&storage))

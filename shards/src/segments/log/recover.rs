@@ -198,3 +198,79 @@ fn corrupt(key: &[u8], reason: &str) -> EngineError {
         reason: reason.to_owned(),
     })
 }
+
+/// What start-up found lost with a write-ahead store: commits whose object is gone while
+/// the index still points into them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WalLoss {
+    pub commits: u64,
+    pub records: u64,
+    pub streams: usize,
+}
+
+/// With a write-ahead store: drop from the index every run of a commit whose object is no
+/// longer there (the store was lost or wiped while the server was stopped), so that the
+/// server serves what the main store holds instead of failing reads into the gap; the
+/// stream's tail stays where it was. Says in the log what was lost. Nothing to do when the
+/// log lives with the data.
+pub(crate) async fn forget_lost_commits(storage: &Storage) -> Result<WalLoss> {
+    let mut loss = WalLoss::default();
+    if !storage.has_wal() {
+        return Ok(loss);
+    }
+    let mut streams = HashSet::new();
+    let log = keys::segment(SegmentId::log(0).0)..keys::segment(SegmentId::log(u64::MAX).0);
+    let mut pages = crate::storage::Pages::new(log, crate::catalogue::LIST_LIMIT_MAX);
+    while let Some(rows) = pages.next(storage).await? {
+        let positions: Vec<u64> = rows
+            .iter()
+            .filter_map(|(key, _)| SegmentId(keys::segment_id_of(key)?).log_position())
+            .collect();
+        let found: Vec<(u64, bool)> = stream::iter(positions)
+            .map(|position| async move {
+                Ok::<_, StorageError>((position, storage.read_log(position).await?.is_some()))
+            })
+            .buffered(STARTUP_OBJECTS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        for (position, _) in found.into_iter().filter(|(_, found)| !found) {
+            let segment = SegmentId::log(position);
+            let mut batch = WriteBatch::new();
+            let refs = keys::stream_id_range(keys::KeyKind::SegmentRef, segment.0);
+            let mut runs = crate::storage::Pages::new(refs, crate::catalogue::LIST_LIMIT_MAX);
+            while let Some(refs) = runs.next(storage).await? {
+                for (key, value) in &refs {
+                    let (Some(entry), Some((id, last))) =
+                        (BatchEntry::decode(value), keys::segment_ref_entry(key))
+                    else {
+                        return Err(corrupt(key, "segment reference"));
+                    };
+                    batch.delete(key);
+                    batch.delete(keys::batch_index(id, last));
+                    batch.delete(keys::timestamp_index(
+                        id,
+                        entry.last_timestamp,
+                        entry.first_seq_num,
+                    ));
+                    loss.records += u64::from(entry.record_count);
+                    streams.insert(id);
+                }
+            }
+            batch.delete(keys::segment(segment.0));
+            storage.write(batch).await?;
+            loss.commits += 1;
+        }
+    }
+    loss.streams = streams.len();
+    if loss.commits > 0 {
+        tracing::warn!(
+            commits = loss.commits,
+            records = loss.records,
+            streams = loss.streams,
+            "the write-ahead store has lost commits that had not moved to the main store: \
+             their records are gone from the streams (each keeps its tail); serving what \
+             the main store holds"
+        );
+    }
+    Ok(loss)
+}
