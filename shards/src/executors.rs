@@ -57,6 +57,7 @@ where
         &storage,
         options.clock.clone(),
         options.commit_cadence,
+        options.wal_bytes_max,
         shard_count,
         start,
     );

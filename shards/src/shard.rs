@@ -37,6 +37,9 @@ pub const STREAMERS_LOADED_MAX: usize = 16_384;
 /// concurrency: appends and reads in progress are not jobs.
 pub const JOBS_IN_FLIGHT_MAX: usize = 1024;
 
+/// Default bytes of commits a write-ahead store holds before new ones wait for the mover.
+pub const WAL_BYTES_MAX: u64 = 1 << 30;
+
 /// Most that `append_inflight_bytes` may be. The runs in flight bound the size of a log
 /// commit, whose offsets are 32-bit; an encoded record takes at most about twice its
 /// metered size, so a 1 GiB budget keeps every commit far below 4 GiB.
@@ -66,6 +69,9 @@ pub struct EngineOptions {
     /// Verified access tokens one shard remembers; beyond it, the least recently used is
     /// forgotten and looked up again when next presented.
     pub verified_tokens_max: usize,
+    /// Bytes of commits a write-ahead store may hold before the committer holds new ones
+    /// back until the mover has made room: appends then wait (admission), never fail.
+    pub wal_bytes_max: u64,
 }
 
 impl Default for EngineOptions {
@@ -79,6 +85,7 @@ impl Default for EngineOptions {
             streamers_max: STREAMERS_LOADED_MAX,
             jobs_in_flight_max: JOBS_IN_FLIGHT_MAX,
             verified_tokens_max: crate::tokens::VERIFIED_CACHE_MAX,
+            wal_bytes_max: WAL_BYTES_MAX,
         }
     }
 }

@@ -210,3 +210,90 @@ fn a_lost_wal_store_loses_only_what_had_not_moved() {
         },
     );
 }
+
+/// The main store refusing writes while appends go on: the write-ahead store fills to its
+/// bound and then appends wait (none fails); once the main store takes writes again, the
+/// mover drains the WAL store and the waiting appends are acknowledged.
+#[test]
+fn a_full_wal_store_holds_appends_back_until_the_mover_drains_it() {
+    use common::faulty_store::{Fault, FaultyStore};
+    use std::sync::atomic::{AtomicU8, Ordering};
+    const BOUND: u64 = 64 << 10;
+    let fault = Arc::new(AtomicU8::new(Fault::SegmentPutFails as u8));
+    let main = Arc::new(FaultyStore::new(Arc::new(InMemory::new()), fault.clone()));
+    let wal: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let options = EngineOptions {
+        wal_bytes_max: BOUND,
+        ..EngineOptions::default()
+    };
+    common::with_wal_storage(main, wal, options, move |shard, storage| {
+        let fault = fault.clone();
+        async move {
+            shard
+                .create_basin(basin(), BasinConfig::default(), None)
+                .await
+                .unwrap();
+            shard
+                .create_stream(basin(), stream(), StreamConfigSpec::default(), None)
+                .await
+                .unwrap();
+            let big = |i: usize| {
+                let record = AppendRecord {
+                    timestamp: None,
+                    headers: Vec::new(),
+                    body: Bytes::from(vec![b'a' + (i % 26) as u8; 4096]),
+                };
+                AppendBatch::new(vec![record], None, None).unwrap()
+            };
+            // Fill the WAL store: one append at a time until one is held back.
+            let mut acked = 0;
+            let (held, answered) = loop {
+                let pending = shard
+                    .append(basin(), stream(), big(acked), None, AutoCreate::No)
+                    .await
+                    .unwrap();
+                let answered = Rc::new(std::cell::Cell::new(false));
+                let ack = glommio::spawn_local({
+                    let answered = answered.clone();
+                    async move {
+                        let ack = pending.wait().await;
+                        answered.set(true);
+                        ack
+                    }
+                });
+                glommio::timer::sleep(Duration::from_millis(300)).await;
+                if !answered.get() {
+                    break (ack, answered);
+                }
+                ack.await.unwrap();
+                acked += 1;
+                assert!(acked < 100, "the WAL store never filled");
+            };
+            let filled = storage.wal_bytes();
+            assert!(filled >= BOUND, "held back at {filled} bytes");
+            assert!(
+                filled < BOUND + (16 << 10),
+                "{filled} bytes past a {BOUND}-byte bound"
+            );
+            // Held, not failed, while the main store refuses.
+            glommio::timer::sleep(Duration::from_secs(2)).await;
+            assert!(!answered.get(), "the held append was answered");
+            fault.store(Fault::None as u8, Ordering::SeqCst);
+            let ack = held.await.expect("acknowledged once the mover made room");
+            assert_eq!(ack.start.seq_num, acked as u64);
+            let drained = eventually(Duration::from_secs(30), || async {
+                storage.wal_bytes() < BOUND / 2
+            })
+            .await;
+            assert!(
+                drained,
+                "{} bytes left in the WAL store",
+                storage.wal_bytes()
+            );
+            assert_eq!(
+                common::read_from(&shard, basin(), stream(), 0).await.len(),
+                acked + 1
+            );
+        }
+    });
+}

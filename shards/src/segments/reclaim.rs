@@ -55,6 +55,13 @@ pub const SWEEP_SEGMENTS_PER_TICK: usize = 1000;
 pub const SWEEP_REFS_PER_TICK: usize = 4096;
 /// Tries of a one-segment page before the sweep steps past that segment.
 const SWEEP_TRIES_PER_SEGMENT: u32 = 3;
+/// The mover runs every this many ticks: at light load, one object written to the main
+/// store every 2 s (with SlateDB's own, under one a second); a run stays in the
+/// write-ahead store for at most about `INDEX_FLUSH_INTERVAL` (until the index is durable)
+/// plus this, while the mover keeps up.
+const MOVE_EVERY_TICKS: u64 = 2;
+/// Pages of write-ahead commits the mover takes per run at most: 4,000 commits a second.
+const MOVER_PAGES_PER_TICK: usize = 8;
 /// Bytes of live runs moved from the write-ahead store into one object of the main store,
 /// at most (runs of one commit page beyond it go in further objects).
 pub const MOVE_OBJECT_BYTES: u64 = 64 << 20;
@@ -81,15 +88,21 @@ pub(crate) async fn run(shard: Rc<Shard>) {
         let durable = shard.storage.log_durable();
         keys::segment(SegmentId::log(0).0)..keys::segment(SegmentId::log(durable + 1).0)
     });
-    loop {
+    for tick in 0u64.. {
         glommio::timer::sleep(RECLAIM_TICK).await;
         if let Some(pass) = &mut orphans {
             if pass.step(&shard).await {
                 orphans = None;
             }
         }
-        if shard.storage.has_wal() {
-            mover.step(&shard).await;
+        if shard.storage.has_wal() && tick % MOVE_EVERY_TICKS == 0 {
+            // Several pages while there is more, so that the mover keeps up with a busy log.
+            for _ in 0..MOVER_PAGES_PER_TICK {
+                mover.step(&shard).await;
+                if mover.cursor.is_none() || mover.retry_at.is_some() {
+                    break;
+                }
+            }
         }
         sweep.step(&shard).await;
     }
@@ -437,6 +450,9 @@ impl Shard {
                 Ok(()) => {
                     records.delete(keys::segment(segment.0));
                     debug!(segment = %format!("{:032x}", segment.0), bytes = record.object_bytes, "segment reclaimed");
+                    if segment.log_position().is_some() {
+                        self.storage.wal_counted(record.object_bytes, true);
+                    }
                     gone.push(record);
                 }
                 Err(e) => {

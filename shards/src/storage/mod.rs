@@ -196,6 +196,8 @@ impl SegmentStore {
 struct LogMarks {
     applied: AtomicU64,
     durable: AtomicU64,
+    /// Bytes of commits in a write-ahead store apart from the main one, not yet deleted.
+    wal_bytes: AtomicU64,
 }
 
 /// Group commit: flush the WAL as soon as a durable write is applied. While one flush is
@@ -853,6 +855,30 @@ impl Storage {
         }
     }
 
+    /// Bytes of commits the write-ahead store holds (0 without one): what the committer
+    /// holds new commits back by once it passes `EngineOptions::wal_bytes_max`.
+    pub fn wal_bytes(&self) -> u64 {
+        self.marks.wal_bytes.load(Ordering::Acquire)
+    }
+
+    /// Commits of `bytes` left the write-ahead store (deleted once moved), or were found
+    /// there at start (`released` false).
+    pub(crate) fn wal_counted(&self, bytes: u64, released: bool) {
+        if !self.has_wal() {
+            return;
+        }
+        if released {
+            let _ = self
+                .marks
+                .wal_bytes
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                    Some(b.saturating_sub(bytes))
+                });
+        } else {
+            self.marks.wal_bytes.fetch_add(bytes, Ordering::AcqRel);
+        }
+    }
+
     /// Whether the log's commits live in a write-ahead store apart from the data at rest,
     /// whence the reclaimer moves their runs (`segments::reclaim`).
     pub fn has_wal(&self) -> bool {
@@ -887,10 +913,17 @@ impl Storage {
         payload: PutPayload,
     ) -> Result<Placed, StorageError> {
         let segments = self.log.clone();
+        let wal_bytes = self.has_wal().then(|| self.marks.clone());
         self.on_sidecar(StorageOp::ObjectPut, async move {
             let path = segments.path(SegmentId::log(position));
+            let bytes = payload.content_length() as u64;
             match create(&*segments.store, &path, payload).await {
-                Ok(()) => Ok(Placed::Created),
+                Ok(()) => {
+                    if let Some(marks) = wal_bytes {
+                        marks.wal_bytes.fetch_add(bytes, Ordering::AcqRel);
+                    }
+                    Ok(Placed::Created)
+                }
                 Err(object_store::Error::AlreadyExists { .. }) => {
                     let head = read_head(&*segments.store, &path).await?.ok_or_else(|| {
                         StorageError::Corrupt {

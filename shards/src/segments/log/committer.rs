@@ -45,6 +45,9 @@ use crate::storage::{keys, Placed, Storage};
 /// it has; a shard that answers later rides the next commit.
 pub(crate) const SEAL_WAIT_MAX: Duration = Duration::from_millis(10);
 
+/// How often a committer held back by a full write-ahead store looks again.
+const WAL_FULL_RECHECK_MS: u64 = 20;
+
 /// A run a shard sealed, with everything the commit and its index need.
 pub(crate) struct SealedRun {
     /// The shard's own name for it, to tell it the verdict.
@@ -193,6 +196,7 @@ pub(crate) fn start(
     storage: &Storage,
     wall: Clock,
     cadence: Cadence,
+    wal_bytes_max: u64,
     shard_count: usize,
     from: LogStart,
 ) -> Vec<ShardLink> {
@@ -219,6 +223,7 @@ pub(crate) fn start(
         shards,
         clock,
         wall,
+        wal_bytes_max,
         errors: Vec::new(),
     };
     storage.runtime().spawn(committer.run(inbox));
@@ -235,6 +240,9 @@ struct Committer {
     clock: LogClock,
     /// The engine's wall clock, for segment records.
     wall: Clock,
+    /// Past this many bytes in a write-ahead store, no commit starts until the mover has
+    /// made room.
+    wal_bytes_max: u64,
     /// Why commits failed, by position, until they resolve.
     errors: Vec<(u64, EngineError)>,
 }
@@ -312,6 +320,11 @@ impl Committer {
         &mut self,
         sealing: &mut Option<Sealing>,
     ) -> Option<futures::future::BoxFuture<'static, PutDone>> {
+        if self.wal_full() && !self.core.is_stopped() {
+            // Sealed runs wait in the core; the timer comes from `due` again.
+            *sealing = None;
+            return None;
+        }
         if sealing.take().is_none() {
             let asked = self.ask_to_seal();
             if !asked.is_empty() {
@@ -334,12 +347,24 @@ impl Committer {
         if self.core.is_stopped() {
             return self.shards.iter().any(open).then_some(0);
         }
+        if self.wal_full() {
+            // Runs wait in the shards, and appends behind them for admission; look again.
+            return self
+                .shards
+                .iter()
+                .any(open)
+                .then(|| self.clock.now_ms() + WAL_FULL_RECHECK_MS);
+        }
         let unsealed = self
             .shards
             .iter()
             .filter(|s| open(s))
             .fold(Backlog::default(), |b, (_, open)| b.merge(open.backlog()));
         self.core.due_ms(unsealed)
+    }
+
+    fn wal_full(&self) -> bool {
+        self.storage.wal_bytes() >= self.wal_bytes_max
     }
 
     /// Ask every shard with open runs to seal them; returns which were asked.

@@ -208,8 +208,8 @@ pub struct WalLoss {
     pub streams: usize,
 }
 
-/// With a write-ahead store: drop from the index every run of a commit whose object is no
-/// longer there (the store was lost or wiped while the server was stopped), so that the
+/// With a write-ahead store: count the bytes of the commits it holds, and drop from the
+/// index every run of a commit whose object is no longer there (the store was lost or wiped while the server was stopped), so that the
 /// server serves what the main store holds instead of failing reads into the gap; the
 /// stream's tail stays where it was. Says in the log what was lost. Nothing to do when the
 /// log lives with the data.
@@ -222,13 +222,21 @@ pub(crate) async fn forget_lost_commits(storage: &Storage) -> Result<WalLoss> {
     let log = keys::segment(SegmentId::log(0).0)..keys::segment(SegmentId::log(u64::MAX).0);
     let mut pages = crate::storage::Pages::new(log, crate::catalogue::LIST_LIMIT_MAX);
     while let Some(rows) = pages.next(storage).await? {
-        let positions: Vec<u64> = rows
+        let positions: Vec<(u64, u64)> = rows
             .iter()
-            .filter_map(|(key, _)| SegmentId(keys::segment_id_of(key)?).log_position())
+            .filter_map(|(key, value)| {
+                let position = SegmentId(keys::segment_id_of(key)?).log_position()?;
+                Some((position, SegmentRecord::decode(value)?.object_bytes))
+            })
             .collect();
         let found: Vec<(u64, bool)> = stream::iter(positions)
-            .map(|position| async move {
-                Ok::<_, StorageError>((position, storage.read_log(position).await?.is_some()))
+            .map(|(position, bytes)| async move {
+                let found = storage.read_log(position).await?.is_some();
+                if found {
+                    // What the committer counts the store's fill from.
+                    storage.wal_counted(bytes, false);
+                }
+                Ok::<_, StorageError>((position, found))
             })
             .buffered(STARTUP_OBJECTS_IN_FLIGHT)
             .try_collect()
