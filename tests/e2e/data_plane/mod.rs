@@ -14,6 +14,7 @@ pub mod proto;
 mod read;
 mod sessions;
 mod sse;
+mod wal;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
