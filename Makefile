@@ -84,7 +84,7 @@ bench-s2:
 bench: bench-deps
 	./target/release/sluice-bench compare --a "$(SLUICE_BENCH_CMD)" --rounds 1
 
-bench-compare: bench-compare-memory bench-compare-disk bench-compare-moto
+bench-compare: bench-compare-memory bench-compare-disk bench-compare-moto bench-compare-wal
 
 bench-compare-memory: bench-deps bench-s2
 	./target/release/sluice-bench compare --a "$(SLUICE_BENCH_CMD)" --b "s2 lite --port {port}" --rounds 3
@@ -103,6 +103,14 @@ bench-compare-moto: bench-deps bench-s2 $(VENV_READY)
 	./target/release/sluice-bench compare --a "$(SLUICE_BENCH_CMD) --bucket {bucket} --shards 2" --b "s2 lite --port {port} --bucket {bucket}" --rounds 1 --scenarios paced-1k-100,paced-1k-1000 --moto $(MOTO) --store-latency-ms $(STORE_LATENCY_MS)
 	./target/release/sluice-bench compare --a "$(SLUICE_BENCH_CMD) --bucket {bucket} --shards 8" --rounds 1 --scenarios paced-1k-100,paced-1k-1000 --moto $(MOTO) --store-latency-ms $(STORE_LATENCY_MS)
 	./target/release/sluice-bench compare --a "$(SLUICE_BENCH_CMD) --bucket {bucket} --shards 2" --rounds 1 --scenarios paced-1k-100,paced-1k-1000 --moto $(MOTO) --store-latency-ms $(STORE_LATENCY_MS) --storage-class standard
+
+# Both servers with the write-ahead log on a fresh local directory each, the data on moto
+# behind 20 ms each way: the light loads (ack latency, object writes/s to the bucket) and
+# the sustained entry.
+WAL_STORE_LATENCY_MS ?= 20
+bench-compare-wal: bench-deps bench-s2 $(VENV_READY)
+	./target/release/sluice-bench compare --a "$(SLUICE_BENCH_CMD) --bucket {bucket} --wal-local-root {dir} --shards 2" --b "s2 lite --port {port} --bucket {bucket} --wal-local-root {dir}" --rounds 1 --scenarios paced-1k-100,paced-1k-1000 --moto $(MOTO) --store-latency-ms $(WAL_STORE_LATENCY_MS)
+	./target/release/sluice-bench compare --a "$(SLUICE_BENCH_CMD) --bucket {bucket} --wal-local-root {dir} --shards 2" --b "s2 lite --port {port} --bucket {bucket} --wal-local-root {dir}" --rounds 1 --scenarios sustained-64k-100 --moto $(MOTO) --store-latency-ms $(WAL_STORE_LATENCY_MS)
 
 # Fuzzing (fuzz/, cargo-fuzz on the nightly toolchain). `make fuzz` runs every target for
 # FUZZ_SECONDS under libFuzzer, with debug assertions, into a scratch corpus under target/
