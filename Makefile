@@ -68,7 +68,7 @@ clean:
 # and prints the medians and the ratio sluice/s2-lite: the whole matrix in memory over three
 # rounds, then the append entries on local disk, then the sustained entry on moto with the
 # object writes each server makes. Neither runs in CI.
-.PHONY: bench bench-compare bench-compare-memory bench-compare-disk bench-compare-moto bench-deps bench-s2
+.PHONY: bench bench-compare bench-compare-memory bench-compare-disk bench-compare-moto bench-compare-wal bench-deps bench-s2
 
 SLUICE_BENCH_CMD := ./target/release/sluice --host 127.0.0.1 --port {port}
 

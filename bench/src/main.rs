@@ -150,6 +150,7 @@ async fn run(cli: Cli) -> Result<bool> {
             quick: cli.quick,
             server_pid: cli.server_pid,
             moto_log: None,
+            data_dir: None,
         };
         match scenarios::run(&ctx, &job.label, job.scenario).await {
             Ok(outcome) => {
@@ -218,6 +219,7 @@ async fn compare(cli: &Cli, args: &CompareArgs) -> Result<bool> {
                     quick: cli.quick,
                     server_pid: server.pid(),
                     moto_log: moto.as_ref().map(|m| m.log().to_owned()),
+                    data_dir: Some(server.data_dir()),
                 };
                 let mut result = scenarios::run(&ctx, &job.label, job.scenario).await;
                 drop(ctx);

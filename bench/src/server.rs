@@ -30,6 +30,11 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
+    /// The directory `{dir}` named.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
     /// Picks a free port and a fresh temp dir, substitutes `{port}`, `{dir}` and `{bucket}`
     /// in `template`, runs it with `sh -c` (pointed at `moto` if given), and waits until
     /// the server answers.
@@ -280,4 +285,19 @@ mod tests {
             "{before} -> {after} after 300 ms of spinning"
         );
     }
+}
+
+/// Bytes of the files under `dir`, however deep.
+pub fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => dir_bytes(&entry.path()),
+            Ok(_) => entry.metadata().map_or(0, |m| m.len()),
+            Err(_) => 0,
+        })
+        .sum()
 }

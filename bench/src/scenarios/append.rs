@@ -5,7 +5,7 @@
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 use s2_sdk::S2Basin;
@@ -71,6 +71,21 @@ pub async fn run(ctx: &Ctx, basin: &S2Basin) -> Result<Outcome> {
     let stalls = tokio::spawn(stalled_seconds(acked.clone(), duration));
     let cpu_start = ctx.server_pid.and_then(cpu_seconds);
     let writes_start = object_writes(ctx)?;
+    let dir_peak = ctx.data_dir.clone().map(|dir| {
+        tokio::spawn(async move {
+            let mut peak = 0u64;
+            let end = Instant::now() + duration;
+            while Instant::now() < end {
+                let dir = dir.clone();
+                let bytes = tokio::task::spawn_blocking(move || crate::server::dir_bytes(&dir))
+                    .await
+                    .unwrap_or(0);
+                peak = peak.max(bytes);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            peak
+        })
+    });
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = Vec::with_capacity(writers);
@@ -128,6 +143,10 @@ pub async fn run(ctx: &Ctx, basin: &S2Basin) -> Result<Outcome> {
         .map(|(end, start)| end - start);
     // Before reading back, which makes the server hold more.
     let rss_end = ctx.server_pid.and_then(rss_mib);
+    let dir_peak_mib = match dir_peak {
+        Some(task) => task.await.ok().map(|bytes| bytes as f64 / MIB as f64),
+        None => None,
+    };
     let cpu_used = ctx
         .server_pid
         .and_then(cpu_seconds)
@@ -175,6 +194,9 @@ pub async fn run(ctx: &Ctx, basin: &S2Basin) -> Result<Outcome> {
             "object_writes_per_s".to_owned(),
             writes as f64 / elapsed.as_secs_f64().max(1e-9),
         );
+    }
+    if let Some(peak) = dir_peak_mib {
+        outcome.extra.insert("data_dir_peak_mib".to_owned(), peak);
     }
     if let Some(rss) = rss_end {
         let appended_mib = bytes as f64 / MIB as f64;

@@ -101,6 +101,9 @@ pub struct Ctx {
     pub server_pid: Option<u32>,
     /// The request log of the moto the server writes to, to count its object writes.
     pub moto_log: Option<std::path::PathBuf>,
+    /// The server's `{dir}`, whose peak size append entries report (with a write-ahead
+    /// directory there, how much it held at most).
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl Ctx {

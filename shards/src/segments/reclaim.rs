@@ -33,6 +33,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::stream::{self, StreamExt, TryStreamExt};
 use slatedb::WriteBatch;
 use tracing::{debug, warn};
 
@@ -55,16 +56,19 @@ pub const SWEEP_SEGMENTS_PER_TICK: usize = 1000;
 pub const SWEEP_REFS_PER_TICK: usize = 4096;
 /// Tries of a one-segment page before the sweep steps past that segment.
 const SWEEP_TRIES_PER_SEGMENT: u32 = 3;
-/// The mover runs every this many ticks: at light load, one object written to the main
-/// store every 2 s (with SlateDB's own, under one a second); a run stays in the
-/// write-ahead store for at most about `INDEX_FLUSH_INTERVAL` (until the index is durable)
-/// plus this, while the mover keeps up.
-const MOVE_EVERY_TICKS: u64 = 2;
+/// The mover runs every this many ticks, as often as the index is made durable
+/// (`INDEX_FLUSH_INTERVAL`): at light load one object and one durable index write to the
+/// main store every 5 s, so with SlateDB's own flushes under one object write a second. A
+/// run stays in the write-ahead store for at most about twice that while the mover keeps
+/// up: until the index is durable, then until the mover's next run.
+const MOVE_EVERY_TICKS: u64 = 5;
 /// Pages of write-ahead commits the mover takes per run at most: 4,000 commits a second.
 const MOVER_PAGES_PER_TICK: usize = 8;
 /// Bytes of live runs moved from the write-ahead store into one object of the main store,
 /// at most (runs of one commit page beyond it go in further objects).
 pub const MOVE_OBJECT_BYTES: u64 = 64 << 20;
+/// Object-store calls (ranged GETs, deletes) the reclaimer has in flight at once.
+const STORE_CALLS_IN_FLIGHT: usize = 16;
 /// Objects of the segment listing the orphan pass checks per tick.
 pub const ORPHAN_PAGE_OBJECTS: usize = 1000;
 /// Segments smaller than this are never compacted: rewriting them buys little.
@@ -440,9 +444,11 @@ impl Shard {
         if empty.is_empty() {
             return Ok(());
         }
-        let deleted =
-            futures::future::join_all(empty.iter().map(|(id, _)| self.storage.delete_segment(*id)))
-                .await;
+        let deleted: Vec<_> = stream::iter(empty.iter())
+            .map(|(id, _)| self.storage.delete_segment(*id))
+            .buffered(STORE_CALLS_IN_FLIGHT)
+            .collect()
+            .await;
         let mut records = WriteBatch::new();
         let mut gone = Vec::new();
         for ((segment, record), result) in empty.into_iter().zip(deleted) {
@@ -464,7 +470,10 @@ impl Shard {
         if gone.is_empty() {
             return Ok(());
         }
-        self.storage.write(records).await?;
+        // Not made durable here: a record that comes back after a crash names an object
+        // with no reference left, which the next round deletes again (already gone is
+        // fine). So no object write of its own; it rides the next index flush.
+        self.storage.apply(records).await?;
         for record in gone {
             self.metrics().job_done(Job::SegmentDeleted);
             self.metrics().reclaimed(record.object_bytes);
@@ -472,23 +481,61 @@ impl Shard {
         Ok(())
     }
 
+    /// The bytes of `live` runs of `segment`, in order: one ranged GET from the first to the
+    /// end of the last when that span is mostly live (a commit being moved, usually whole),
+    /// else one per run.
+    async fn fetch_runs(&self, segment: SegmentId, live: &[LiveRun]) -> Result<Vec<Bytes>> {
+        let range = |run: &LiveRun| {
+            let start = u64::from(run.entry.offset);
+            start..start + u64::from(run.entry.length)
+        };
+        let (Some(first), Some(last)) = (live.first(), live.last()) else {
+            return Ok(Vec::new());
+        };
+        let span = range(first).start..range(last).end;
+        let live_bytes: u64 = live.iter().map(|r| u64::from(r.entry.length)).sum();
+        let ordered = live
+            .windows(2)
+            .all(|w| range(&w[0]).end <= range(&w[1]).start);
+        if ordered && span.end - span.start <= 2 * live_bytes {
+            let whole = self
+                .storage
+                .get_segment_range(segment, span.clone())
+                .await?;
+            return Ok(live
+                .iter()
+                .map(|run| {
+                    let r = range(run);
+                    whole.slice((r.start - span.start) as usize..(r.end - span.start) as usize)
+                })
+                .collect());
+        }
+        Ok(stream::iter(live.iter())
+            .map(|run| self.storage.get_segment_range(segment, range(run)))
+            .buffered(STORE_CALLS_IN_FLIGHT)
+            .try_collect()
+            .await?)
+    }
+
     /// Copy the live runs of `sources` (segments and their live runs) into one new
     /// segment and re-point their index entries at it, each only if its entry still equals
     /// its reference (unmoved, not dropped).
-    async fn compact(&self, sources: Vec<(SegmentId, Vec<LiveRun>)>) -> Result<()> {
-        let fetched = futures::future::try_join_all(sources.iter().flat_map(|(segment, live)| {
-            live.iter().map(|run| {
-                let start = u64::from(run.entry.offset);
-                self.storage
-                    .get_segment_range(*segment, start..start + u64::from(run.entry.length))
-            })
-        }))
-        .await?;
+    async fn compact(&self, mut sources: Vec<(SegmentId, Vec<LiveRun>)>) -> Result<()> {
+        // In the order they sit, so that a mostly live segment is read in one GET.
+        for (_, live) in &mut sources {
+            live.sort_by_key(|run| run.entry.offset);
+        }
+        let fetched: Vec<Vec<Bytes>> = stream::iter(sources.iter())
+            .map(|(segment, live)| self.fetch_runs(*segment, live))
+            .buffered(STORE_CALLS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        let fetched = fetched.into_iter().flatten();
         let target = self.storage.new_segment_id();
         let mut payload = vec![format::encode_header(target)];
         let mut offset = HEADER_BYTES as u32;
         let runs = sources.len();
-        let mut guards = Vec::with_capacity(fetched.len());
+        let mut guards = Vec::new();
         let live = sources
             .into_iter()
             .flat_map(|(segment, live)| live.into_iter().map(move |run| (segment, run)));

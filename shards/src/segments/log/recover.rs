@@ -244,6 +244,7 @@ pub(crate) async fn forget_lost_commits(storage: &Storage) -> Result<WalLoss> {
         for (position, _) in found.into_iter().filter(|(_, found)| !found) {
             let segment = SegmentId::log(position);
             let mut batch = WriteBatch::new();
+            let mut runs_lost = 0u64;
             let refs = keys::stream_id_range(keys::KeyKind::SegmentRef, segment.0);
             let mut runs = crate::storage::Pages::new(refs, crate::catalogue::LIST_LIMIT_MAX);
             while let Some(refs) = runs.next(storage).await? {
@@ -261,12 +262,17 @@ pub(crate) async fn forget_lost_commits(storage: &Storage) -> Result<WalLoss> {
                         entry.first_seq_num,
                     ));
                     loss.records += u64::from(entry.record_count);
+                    runs_lost += 1;
                     streams.insert(id);
                 }
             }
             batch.delete(keys::segment(segment.0));
             storage.write(batch).await?;
-            loss.commits += 1;
+            // A commit with nothing left in it (moved, and deleted but for its record) was
+            // not lost.
+            if runs_lost > 0 {
+                loss.commits += 1;
+            }
         }
     }
     loss.streams = streams.len();
