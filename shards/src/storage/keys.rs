@@ -61,6 +61,7 @@ pub enum KeyKind {
     SegmentRef = 0x19,
     LogWatermark = 0x1a,
     UsageByBasin = 0x1b,
+    WalStoreId = 0x1c,
 }
 
 const SEPARATOR: u8 = 0x00;
@@ -171,6 +172,11 @@ pub fn segment(segment_id: u128) -> Bytes {
 /// The one key that says how far the log is indexed: every position up to it is.
 pub fn log_watermark() -> Bytes {
     with_kind(KeyKind::LogWatermark, &[])
+}
+
+/// The id of the write-ahead store the index was written with (`1c`).
+pub fn wal_store_id() -> Bytes {
+    with_kind(KeyKind::WalStoreId, &[])
 }
 
 /// The segment id of a `17` or `19` key.

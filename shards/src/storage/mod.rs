@@ -879,6 +879,31 @@ impl Storage {
         }
     }
 
+    /// The id object of the write-ahead store (`<root>/wal-id`), if it has one.
+    pub async fn wal_store_id(&self) -> Result<Option<Bytes>, StorageError> {
+        let log = self.log.clone();
+        self.on_sidecar(StorageOp::ObjectGet, async move {
+            match log.store.get(&log.root.clone().join("wal-id")).await {
+                Ok(found) => Ok(Some(found.bytes().await?)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
+    /// Name the write-ahead store with `id`.
+    pub async fn set_wal_store_id(&self, id: Bytes) -> Result<(), StorageError> {
+        let log = self.log.clone();
+        self.on_sidecar(StorageOp::ObjectPut, async move {
+            log.store
+                .put(&log.root.clone().join("wal-id"), PutPayload::from(id))
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Whether the log's commits live in a write-ahead store apart from the data at rest,
     /// whence the reclaimer moves their runs (`segments::reclaim`).
     pub fn has_wal(&self) -> bool {

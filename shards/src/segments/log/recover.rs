@@ -203,6 +203,8 @@ fn corrupt(key: &[u8], reason: &str) -> EngineError {
 /// the index still points into them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct WalLoss {
+    /// The store is not the one the index was written with.
+    pub replaced: bool,
     pub commits: u64,
     pub records: u64,
     pub streams: usize,
@@ -218,6 +220,26 @@ pub(crate) async fn forget_lost_commits(storage: &Storage) -> Result<WalLoss> {
     if !storage.has_wal() {
         return Ok(loss);
     }
+    // The store and the index each keep the store's id: a store that lacks the id the
+    // index has is not the one the index was written with (lost, wiped or replaced).
+    let known = storage.get(keys::wal_store_id()).await?;
+    let found = storage.wal_store_id().await?;
+    let replaced = known.is_some() && found != known;
+    if found.is_none() || replaced {
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id)
+            .map_err(|_| EngineError::Unavailable("the OS random source failed"))?;
+        let id = bytes::Bytes::copy_from_slice(&id);
+        storage.set_wal_store_id(id.clone()).await?;
+        let mut batch = WriteBatch::new();
+        batch.put(keys::wal_store_id(), id);
+        storage.write(batch).await?;
+    } else if known.is_none() {
+        let mut batch = WriteBatch::new();
+        batch.put(keys::wal_store_id(), found.clone().unwrap_or_default());
+        storage.write(batch).await?;
+    }
+    loss.replaced = replaced;
     let mut streams = HashSet::new();
     let log = keys::segment(SegmentId::log(0).0)..keys::segment(SegmentId::log(u64::MAX).0);
     let mut pages = crate::storage::Pages::new(log, crate::catalogue::LIST_LIMIT_MAX);
@@ -276,14 +298,17 @@ pub(crate) async fn forget_lost_commits(storage: &Storage) -> Result<WalLoss> {
         }
     }
     loss.streams = streams.len();
-    if loss.commits > 0 {
+    if loss.commits > 0 || loss.replaced {
         tracing::warn!(
             commits = loss.commits,
             records = loss.records,
             streams = loss.streams,
+            replaced = loss.replaced,
             "the write-ahead store has lost commits that had not moved to the main store: \
-             their records are gone from the streams (each keeps its tail); serving what \
-             the main store holds"
+             the records counted here are gone from their streams (each keeps its tail), \
+             and with a lost or replaced store, so are any acknowledged in the last seconds \
+             before the stop, which the index had not yet made durable; serving what the \
+             main store holds"
         );
     }
     Ok(loss)
