@@ -206,9 +206,11 @@ fn a_ninety_day_query_is_summed_within_its_bound() {
                 sums.len()
             );
             assert_eq!(sums, expected);
+            // Every scan counts, background work's too: well under twice its basin's keys
+            // (reading every basin's would be twelve times).
             let one_basin = (keys_written / BASINS) as f64;
             assert!(
-                read <= one_basin + 16.0,
+                read < 2.0 * one_basin,
                 "the query read {read} rows for {one_basin} keys of its basin"
             );
         }
