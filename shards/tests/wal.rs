@@ -31,6 +31,17 @@ fn stream() -> StreamName {
     "events".parse().unwrap()
 }
 
+async fn setup(shard: &Rc<Shard>) {
+    shard
+        .create_basin(basin(), BasinConfig::default(), None)
+        .await
+        .unwrap();
+    shard
+        .create_stream(basin(), stream(), StreamConfigSpec::default(), None)
+        .await
+        .unwrap();
+}
+
 async fn append(shard: &Rc<Shard>, i: usize) {
     let record = AppendRecord {
         timestamp: None,
@@ -81,14 +92,7 @@ fn commits_are_acknowledged_in_the_wal_store_and_move_to_the_main_store() {
     common::with_wal_storage(main, wal, EngineOptions::default(), move |shard, _| {
         let (main, wal) = (m.clone(), w.clone());
         async move {
-            shard
-                .create_basin(basin(), BasinConfig::default(), None)
-                .await
-                .unwrap();
-            shard
-                .create_stream(basin(), stream(), StreamConfigSpec::default(), None)
-                .await
-                .unwrap();
+            setup(&shard).await;
             for i in 0..APPENDS {
                 append(&shard, i).await;
             }
@@ -128,14 +132,7 @@ fn a_restart_replays_the_wal_store() {
         wal.clone(),
         EngineOptions::default(),
         |shard, _| async move {
-            shard
-                .create_basin(basin(), BasinConfig::default(), None)
-                .await
-                .unwrap();
-            shard
-                .create_stream(basin(), stream(), StreamConfigSpec::default(), None)
-                .await
-                .unwrap();
+            setup(&shard).await;
             for i in 0..APPENDS {
                 append(&shard, i).await;
             }
@@ -229,14 +226,7 @@ fn a_full_wal_store_holds_appends_back_until_the_mover_drains_it() {
     common::with_wal_storage(main, wal, options, move |shard, storage| {
         let fault = fault.clone();
         async move {
-            shard
-                .create_basin(basin(), BasinConfig::default(), None)
-                .await
-                .unwrap();
-            shard
-                .create_stream(basin(), stream(), StreamConfigSpec::default(), None)
-                .await
-                .unwrap();
+            setup(&shard).await;
             let big = |i: usize| {
                 let record = AppendRecord {
                     timestamp: None,
