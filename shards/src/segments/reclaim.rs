@@ -85,13 +85,16 @@ pub(crate) async fn run(shard: Rc<Shard>) {
         return;
     }
     let mut orphans = Some(OrphanPass::default());
-    let mut sweep = Sweep::over(|_| keys::segments_range());
+    let mut sweep = Sweep::over(|_| keys::segments_range(), false);
     // With a write-ahead store, its commits get a sweep of their own every tick, so that
     // how long a run stays there does not grow with the main store's segments.
-    let mut mover = Sweep::over(|shard| {
-        let durable = shard.storage.log_durable();
-        keys::segment(SegmentId::log(0).0)..keys::segment(SegmentId::log(durable + 1).0)
-    });
+    let mut mover = Sweep::over(
+        |shard| {
+            let durable = shard.storage.log_durable();
+            keys::segment(SegmentId::log(0).0)..keys::segment(SegmentId::log(durable + 1).0)
+        },
+        true,
+    );
     for tick in 0u64.. {
         glommio::timer::sleep(RECLAIM_TICK).await;
         if let Some(pass) = &mut orphans {
@@ -118,6 +121,9 @@ pub(crate) async fn run(shard: Rc<Shard>) {
 struct Sweep {
     /// The segment records it walks, as of now.
     range: fn(&Shard) -> std::ops::Range<Bytes>,
+    /// Whether it moves write-ahead commits into the main store (only the mover does: the
+    /// round-robin sweep would move them every tick, one main-store object each).
+    moves: bool,
     cursor: Option<Bytes>,
     page: usize,
     backoff: Backoff,
@@ -125,9 +131,10 @@ struct Sweep {
 }
 
 impl Sweep {
-    fn over(range: fn(&Shard) -> std::ops::Range<Bytes>) -> Sweep {
+    fn over(range: fn(&Shard) -> std::ops::Range<Bytes>, moves: bool) -> Sweep {
         Sweep {
             range,
+            moves,
             cursor: None,
             page: SWEEP_SEGMENTS_PER_TICK,
             backoff: Backoff::default(),
@@ -140,7 +147,7 @@ impl Sweep {
             return;
         }
         let range = (self.range)(shard);
-        match shard.sweep(range, self.cursor.clone(), self.page).await {
+        match shard.sweep(range, self.cursor.clone(), self.page, self.moves).await {
             Ok(next) => {
                 shard.metrics().job_done(Job::SweepPage);
                 self.cursor = next;
@@ -308,14 +315,15 @@ impl Shard {
     /// reference) or whose deletion or compaction fails is counted, logged and left for the
     /// next round; only a failure to read or write the page fails the step.
     ///
-    /// With a write-ahead store, a commit of the log that the durable watermark has passed
-    /// has its live runs moved into the main store, with the others of the page, into
+    /// With `moves` and a write-ahead store, a commit of the log that the durable watermark
+    /// has passed has its live runs moved into the main store, with the others of the page, into
     /// objects of up to [`MOVE_OBJECT_BYTES`], whatever their share of live bytes.
     async fn sweep(
         &self,
         range: std::ops::Range<Bytes>,
         cursor: Option<Bytes>,
         page: usize,
+        moves: bool,
     ) -> Result<Option<Bytes>> {
         let start = cursor.unwrap_or(range.start);
         let mut rows = self.storage.scan(start..range.end, page).await?;
@@ -355,7 +363,7 @@ impl Shard {
         let mut empty = Vec::new();
         let mut sparse = Vec::new();
         let mut moving = Vec::new();
-        let wal = self.storage.has_wal();
+        let wal = moves && self.storage.has_wal();
         for (i, (key, value)) in rows.iter().enumerate() {
             let (Some(segment), Some(record)) =
                 (keys::segment_id_of(key), SegmentRecord::decode(value))
@@ -473,7 +481,7 @@ impl Shard {
         // Not made durable here: a record that comes back after a crash names an object
         // with no reference left, which the next round deletes again (already gone is
         // fine). So no object write of its own; it rides the next index flush.
-        self.storage.apply(records).await?;
+        self.storage.apply_unhurried(records).await?;
         for record in gone {
             self.metrics().job_done(Job::SegmentDeleted);
             self.metrics().reclaimed(record.object_bytes);

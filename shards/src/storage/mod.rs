@@ -831,6 +831,18 @@ impl Storage {
         .await
     }
 
+    /// Apply `batch` and leave it to whatever index flush comes next (at the latest
+    /// [`INDEX_FLUSH_INTERVAL`] away) to make it durable: for writes a crash may undo
+    /// harmlessly, which should cost no object write of their own.
+    pub async fn apply_unhurried(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        let db = self.db.clone();
+        self.on_sidecar(StorageOp::DbApply, async move {
+            db.write(batch).await?;
+            Ok(())
+        })
+        .await
+    }
+
     /// A fresh segment id, never used before by this or an earlier process.
     pub fn new_segment_id(&self) -> SegmentId {
         let n = self.segments.next.fetch_add(1, Ordering::Relaxed);
