@@ -147,7 +147,10 @@ impl Sweep {
             return;
         }
         let range = (self.range)(shard);
-        match shard.sweep(range, self.cursor.clone(), self.page, self.moves).await {
+        match shard
+            .sweep(range, self.cursor.clone(), self.page, self.moves)
+            .await
+        {
             Ok(next) => {
                 shard.metrics().job_done(Job::SweepPage);
                 self.cursor = next;
