@@ -1,6 +1,7 @@
 //! A write-ahead store apart from the main one: commits are written and acknowledged
-//! there, replayed from there after a restart, and their runs move to the main store
-//! within seconds, readable all along.
+//! there, read from there until their runs move to the main store within seconds, and
+//! after a restart; a lost store costs only what had not moved; a full one holds appends
+//! back.
 
 mod common;
 
@@ -123,8 +124,11 @@ fn commits_are_acknowledged_in_the_wal_store_and_move_to_the_main_store() {
     });
 }
 
+/// Records still in the WAL store when the server stops read back after a restart. (A
+/// clean stop: replay after kill -9 is `crash::kill9_cycles_…_with_a_local_wal_…`, end to
+/// end.)
 #[test]
-fn a_restart_replays_the_wal_store() {
+fn records_still_in_the_wal_store_read_back_after_a_restart() {
     let main: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let wal: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     common::with_wal_storage(
@@ -157,14 +161,7 @@ fn a_lost_wal_store_loses_only_what_had_not_moved() {
         move |shard, _| {
             let wal = w.clone();
             async move {
-                shard
-                    .create_basin(basin(), BasinConfig::default(), None)
-                    .await
-                    .unwrap();
-                shard
-                    .create_stream(basin(), stream(), StreamConfigSpec::default(), None)
-                    .await
-                    .unwrap();
+                setup(&shard).await;
                 for i in 0..APPENDS / 2 {
                     append(&shard, i).await;
                 }
