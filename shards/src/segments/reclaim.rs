@@ -484,7 +484,7 @@ impl Shard {
         // Not made durable here: a record that comes back after a crash names an object
         // with no reference left, which the next round deletes again (already gone is
         // fine). So no object write of its own; it rides the next index flush.
-        self.storage.apply_unhurried(records).await?;
+        self.storage.apply(records).await?;
         for record in gone {
             self.metrics().job_done(Job::SegmentDeleted);
             self.metrics().reclaimed(record.object_bytes);

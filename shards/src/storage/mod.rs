@@ -818,23 +818,12 @@ impl Storage {
         .await
     }
 
-    /// Apply `batch` atomically to the database (visible to reads, not yet durable; a
-    /// later [`Storage::write`] makes it durable too, since the WAL is ordered). Calls
-    /// awaited one after another are applied in that order.
+    /// Apply `batch` atomically to the database: visible to reads at once, durable with
+    /// the next index flush (a later [`Storage::write`]'s, or the periodic one within
+    /// [`INDEX_FLUSH_INTERVAL`]), since the WAL is ordered. It asks for no flush of its
+    /// own, so it costs no object write: for writes that a durable one follows, or that a
+    /// crash may undo harmlessly. Calls awaited one after another are applied in that order.
     pub async fn apply(&self, batch: WriteBatch) -> Result<(), StorageError> {
-        let (db, flush_wanted) = (self.db.clone(), self.flush_wanted.clone());
-        self.on_sidecar(StorageOp::DbApply, async move {
-            db.write(batch).await?;
-            flush_wanted.notify_one();
-            Ok(())
-        })
-        .await
-    }
-
-    /// Apply `batch` and leave it to whatever index flush comes next (at the latest
-    /// [`INDEX_FLUSH_INTERVAL`] away) to make it durable: for writes a crash may undo
-    /// harmlessly, which should cost no object write of their own.
-    pub async fn apply_unhurried(&self, batch: WriteBatch) -> Result<(), StorageError> {
         let db = self.db.clone();
         self.on_sidecar(StorageOp::DbApply, async move {
             db.write(batch).await?;
