@@ -284,3 +284,69 @@ fn a_full_wal_store_holds_appends_back_until_the_mover_drains_it() {
         }
     });
 }
+
+/// Commits from several of the mover's pages of one pass go into one main-store object
+/// (and one durable index write), not one object a page: the main store refuses segment
+/// writes while more than a page (1,000) of commits gathers, then takes them.
+#[test]
+fn one_mover_pass_moves_many_pages_of_commits_into_one_object() {
+    use common::faulty_store::{Fault, FaultyStore};
+    use sluice_shards::segments::reclaim::SWEEP_SEGMENTS_PER_TICK;
+    use std::sync::atomic::{AtomicU8, Ordering};
+    let commits = SWEEP_SEGMENTS_PER_TICK + SWEEP_SEGMENTS_PER_TICK / 5;
+    let fault = Arc::new(AtomicU8::new(Fault::SegmentPutFails as u8));
+    let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let main = Arc::new(FaultyStore::new(inner.clone(), fault.clone()));
+    let wal: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    common::with_wal_storage(
+        main,
+        wal,
+        EngineOptions::default(),
+        move |shard, storage| {
+            let (fault, inner) = (fault.clone(), inner.clone());
+            async move {
+                setup(&shard).await;
+                // One at a time: each its own commit.
+                for i in 0..commits {
+                    append(&shard, i).await;
+                }
+                // All of them durable in the index, so that the next pass may take them all.
+                let applied = storage.log_applied();
+                let durable = eventually(Duration::from_secs(15), || async {
+                    storage.log_durable() >= applied
+                })
+                .await;
+                assert!(durable, "the index did not become durable");
+                assert_eq!(
+                    objects(&inner).await.1,
+                    0,
+                    "a segment reached the main store"
+                );
+                fault.store(Fault::None as u8, Ordering::SeqCst);
+                let moved = eventually(Duration::from_secs(30), || async {
+                    objects(&inner).await.1 > 0
+                })
+                .await;
+                assert!(moved, "nothing moved");
+                // Let a further pass run: it must find nothing left to move.
+                glommio::timer::sleep(Duration::from_secs(6)).await;
+                assert_eq!(
+                    objects(&inner).await.1,
+                    1,
+                    "main-store objects for {commits} commits moved in one pass"
+                );
+                let mut read = Vec::new();
+                while read.len() < commits {
+                    let more =
+                        common::read_from(&shard, basin(), stream(), read.len() as u64).await;
+                    assert!(!more.is_empty(), "read stopped at {}", read.len());
+                    read.extend(more.into_iter().map(|r| r.body));
+                }
+                let wanted: Vec<Bytes> = (0..commits)
+                    .map(|i| Bytes::from(format!("record-{i}")))
+                    .collect();
+                assert_eq!(read, wanted);
+            }
+        },
+    );
+}

@@ -65,7 +65,7 @@ const MOVE_EVERY_TICKS: u64 = 5;
 /// Pages of write-ahead commits the mover takes per run at most: 4,000 commits a second.
 const MOVER_PAGES_PER_TICK: usize = 8;
 /// Bytes of live runs moved from the write-ahead store into one object of the main store,
-/// at most (runs of one commit page beyond it go in further objects).
+/// at most (runs of one pass beyond it go in further objects).
 pub const MOVE_OBJECT_BYTES: u64 = 64 << 20;
 /// Object-store calls (ranged GETs, deletes) the reclaimer has in flight at once.
 const STORE_CALLS_IN_FLIGHT: usize = 16;
@@ -103,13 +103,16 @@ pub(crate) async fn run(shard: Rc<Shard>) {
             }
         }
         if shard.storage.has_wal() && tick % MOVE_EVERY_TICKS == 0 {
-            // Several pages while there is more, so that the mover keeps up with a busy log.
+            // Several pages while there is more, so that the mover keeps up with a busy log;
+            // what they found moves together, into as few objects as the bound allows (one
+            // object and one durable index write per pass at light load, not one a page).
             for _ in 0..MOVER_PAGES_PER_TICK {
                 mover.step(&shard).await;
                 if mover.cursor.is_none() || mover.retry_at.is_some() {
                     break;
                 }
             }
+            shard.move_commits(std::mem::take(&mut mover.moving)).await;
         }
         sweep.step(&shard).await;
     }
@@ -124,6 +127,8 @@ struct Sweep {
     /// Whether it moves write-ahead commits into the main store (only the mover does: the
     /// round-robin sweep would move them every tick, one main-store object each).
     moves: bool,
+    /// The commits its pages found to move, with their live runs, until the pass moves them.
+    moving: Vec<(SegmentId, Vec<LiveRun>)>,
     cursor: Option<Bytes>,
     page: usize,
     backoff: Backoff,
@@ -135,6 +140,7 @@ impl Sweep {
         Sweep {
             range,
             moves,
+            moving: Vec::new(),
             cursor: None,
             page: SWEEP_SEGMENTS_PER_TICK,
             backoff: Backoff::default(),
@@ -148,7 +154,12 @@ impl Sweep {
         }
         let range = (self.range)(shard);
         match shard
-            .sweep(range, self.cursor.clone(), self.page, self.moves)
+            .sweep(
+                range,
+                self.cursor.clone(),
+                self.page,
+                self.moves.then_some(&mut self.moving),
+            )
             .await
         {
             Ok(next) => {
@@ -318,15 +329,15 @@ impl Shard {
     /// reference) or whose deletion or compaction fails is counted, logged and left for the
     /// next round; only a failure to read or write the page fails the step.
     ///
-    /// With `moves` and a write-ahead store, a commit of the log that the durable watermark
-    /// has passed has its live runs moved into the main store, with the others of the page, into
-    /// objects of up to [`MOVE_OBJECT_BYTES`], whatever their share of live bytes.
+    /// With `moving` and a write-ahead store, a commit of the log that the durable watermark
+    /// has passed is added to `moving` with its live runs, whatever their share of live
+    /// bytes, for [`Shard::move_commits`].
     async fn sweep(
         &self,
         range: std::ops::Range<Bytes>,
         cursor: Option<Bytes>,
         page: usize,
-        moves: bool,
+        moving: Option<&mut Vec<(SegmentId, Vec<LiveRun>)>>,
     ) -> Result<Option<Bytes>> {
         let start = cursor.unwrap_or(range.start);
         let mut rows = self.storage.scan(start..range.end, page).await?;
@@ -365,8 +376,8 @@ impl Shard {
         let mut expired = WriteBatch::new();
         let mut empty = Vec::new();
         let mut sparse = Vec::new();
-        let mut moving = Vec::new();
-        let wal = moves && self.storage.has_wal();
+        let mut found = Vec::new();
+        let wal = moving.is_some() && self.storage.has_wal();
         for (i, (key, value)) in rows.iter().enumerate() {
             let (Some(segment), Some(record)) =
                 (keys::segment_id_of(key), SegmentRecord::decode(value))
@@ -417,7 +428,7 @@ impl Shard {
             if live_bytes == 0 {
                 empty.push((SegmentId(segment), record));
             } else if wal && SegmentId(segment).log_position().is_some() {
-                moving.push((SegmentId(segment), live));
+                found.push((SegmentId(segment), live));
             } else if record.object_bytes >= COMPACT_MIN_BYTES
                 && live_bytes * 100 < record.object_bytes * COMPACT_LIVE_PERCENT
             {
@@ -429,18 +440,32 @@ impl Shard {
             self.storage.write(expired).await?;
         }
         self.delete_empty(empty).await?;
-        let mut copies: Vec<Vec<(SegmentId, Vec<LiveRun>)>> =
-            sparse.into_iter().map(|one| vec![one]).collect();
-        copies.extend(objects_of(moving, MOVE_OBJECT_BYTES));
-        for sources in copies {
-            let first = sources[0].0;
-            if let Err(e) = self.compact(sources).await {
-                self.metrics().job_failed(Job::SegmentCompacted);
-                warn!(segment = %format!("{:032x}", first.0), error = %e, "compaction failed; tried again next round");
-            }
+        if let Some(moving) = moving {
+            moving.extend(found);
+        }
+        for one in sparse {
+            self.compact_or_count(vec![one]).await;
         }
         let next = rows.last().map(|(key, _)| keys::successor(key));
         Ok(next.filter(|_| more))
+    }
+
+    /// Move the live runs of write-ahead commits into objects of the main store of up to
+    /// [`MOVE_OBJECT_BYTES`] each; the emptied commits are deleted by a later pass.
+    async fn move_commits(&self, moving: Vec<(SegmentId, Vec<LiveRun>)>) {
+        for sources in objects_of(moving, MOVE_OBJECT_BYTES) {
+            self.compact_or_count(sources).await;
+        }
+    }
+
+    /// Compact `sources` into one object; a failure is counted and logged, and the next
+    /// round tries again.
+    async fn compact_or_count(&self, sources: Vec<(SegmentId, Vec<LiveRun>)>) {
+        let first = sources[0].0;
+        if let Err(e) = self.compact(sources).await {
+            self.metrics().job_failed(Job::SegmentCompacted);
+            warn!(segment = %format!("{:032x}", first.0), error = %e, "compaction failed; tried again next round");
+        }
     }
 
     /// A segment the sweep cannot judge: counted, logged, and left for the next round.
