@@ -227,18 +227,49 @@ async fn run_flusher(db: Arc<Db>, flush_wanted: Arc<Notify>, marks: Arc<LogMarks
     }
 }
 
-/// Why the object store is out of reach, as of its last probe; `None` while it answers.
-/// Written by the probe on the sidecar runtime and read by every shard's `/health`, so it
+/// Why each object store is out of reach, as of its last probe; `None` while it answers.
+/// Written by the probes on the sidecar runtime and read by every shard's `/health`, so it
 /// is shared across threads (one lock per probe and per health check, off the data path).
 #[derive(Debug, Default)]
 struct StoreHealth {
-    unreachable: Mutex<Option<String>>,
+    main: Mutex<Option<String>>,
+    /// The write-ahead store's, when it is apart from the main one.
+    wal: Mutex<Option<String>>,
+}
+
+/// Which store a probe watches.
+#[derive(Debug, Clone, Copy)]
+enum Probed {
+    Main,
+    Wal,
+}
+
+impl Probed {
+    fn name(self) -> &'static str {
+        match self {
+            Probed::Main => "object store",
+            Probed::Wal => "write-ahead store",
+        }
+    }
+
+    fn state(self, health: &StoreHealth) -> &Mutex<Option<String>> {
+        match self {
+            Probed::Main => &health.main,
+            Probed::Wal => &health.wal,
+        }
+    }
 }
 
 /// Probe the store with a HEAD of a key that never exists: any answer from the store, a
 /// refusal included, means it is reachable; an error of the connection, a 5xx after the
 /// client's retries, or no answer within [`PROBE_TIMEOUT`] means it is not.
-async fn run_probe(store: Arc<dyn ObjectStore>, path: Path, health: Arc<StoreHealth>) {
+async fn run_probe(
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    health: Arc<StoreHealth>,
+    probed: Probed,
+) {
+    let store_name = probed.name();
     loop {
         let outcome = tokio::time::timeout(PROBE_TIMEOUT, store.head(&path)).await;
         let unreachable = match outcome {
@@ -252,11 +283,11 @@ async fn run_probe(store: Arc<dyn ObjectStore>, path: Path, health: Arc<StoreHea
             Err(_) => Some(format!("no answer within {PROBE_TIMEOUT:?}")),
         };
         {
-            let mut state = health.unreachable.lock().expect("store health");
+            let mut state = probed.state(&health).lock().expect("store health");
             if state.is_none() != unreachable.is_none() {
                 match &unreachable {
-                    Some(reason) => tracing::warn!(%reason, "object store unreachable"),
-                    None => tracing::info!("object store reachable again"),
+                    Some(reason) => tracing::warn!(store = store_name, %reason, "unreachable"),
+                    None => tracing::info!(store = store_name, "reachable again"),
                 }
             }
             *state = unreachable;
@@ -334,11 +365,16 @@ impl Sidecar {
         let marks = Arc::new(LogMarks::default());
         runtime.spawn(run_flusher(db.clone(), flush_wanted.clone(), marks.clone()));
         let health = Arc::new(StoreHealth::default());
+        let probe = Path::from(format!("{path}-probe"));
         runtime.spawn(run_probe(
             store.clone(),
-            Path::from(format!("{path}-probe")),
+            probe.clone(),
             health.clone(),
+            Probed::Main,
         ));
+        if let Some(wal) = &wal {
+            runtime.spawn(run_probe(wal.clone(), probe, health.clone(), Probed::Wal));
+        }
         let mut boot_id = [0u8; 8];
         getrandom::fill(&mut boot_id).map_err(|e| std::io::Error::other(e.to_string()))?;
         let root = Path::from(format!("{path}-segments"));
@@ -462,7 +498,9 @@ fn s3_builder(
         if endpoint.starts_with("http://") {
             builder = builder.with_allow_http(true);
         }
-        builder = builder.with_endpoint(endpoint);
+        // As the S3-specific endpoint, which the client prefers to the generic one and
+        // `from_env` sets from AWS_ENDPOINT_URL_S3: a WAL bucket's own endpoint must win.
+        builder = builder.with_config(AmazonS3ConfigKey::S3Endpoint, endpoint);
     }
     builder
 }
@@ -705,13 +743,15 @@ impl Storage {
         &self.registry
     }
 
-    /// Why the object store is out of reach, as of its last probe; `None` while it answers.
+    /// Why the object store, or the write-ahead store apart from it, is out of reach, as of
+    /// their last probes; `None` while both answer.
     pub fn store_unreachable(&self) -> Option<String> {
-        self.health
-            .unreachable
-            .lock()
-            .expect("store health")
-            .clone()
+        let main = self.health.main.lock().expect("store health").clone();
+        main.or_else(|| {
+            let wal = self.health.wal.lock().expect("store health");
+            wal.as_ref()
+                .map(|reason| format!("the write-ahead store: {reason}"))
+        })
     }
 
     /// Run `work` on the sidecar, timing it there as one `op`, and cancel it if it takes
@@ -991,6 +1031,20 @@ impl Storage {
             let entries =
                 commit::decode_manifest(&head, manifest).map_err(|e| corrupt(e.to_string()))?;
             Ok(Some((head, entries)))
+        })
+        .await
+    }
+
+    /// Whether the log object at `position` is there: one HEAD, nothing read.
+    pub async fn log_exists(&self, position: u64) -> Result<bool, StorageError> {
+        let segments = self.log.clone();
+        self.on_sidecar(StorageOp::ObjectGet, async move {
+            let path = segments.path(SegmentId::log(position));
+            match segments.store.head(&path).await {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::NotFound { .. }) => Ok(false),
+                Err(e) => Err(e.into()),
+            }
         })
         .await
     }

@@ -253,7 +253,7 @@ pub(crate) async fn forget_lost_commits(storage: &Storage) -> Result<WalLoss> {
             .collect();
         let found: Vec<(u64, bool)> = stream::iter(positions)
             .map(|(position, bytes)| async move {
-                let found = storage.read_log(position).await?.is_some();
+                let found = storage.log_exists(position).await?;
                 if found {
                     // What the committer counts the store's fill from.
                     storage.wal_counted(bytes, false);
