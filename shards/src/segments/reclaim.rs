@@ -45,7 +45,7 @@ use crate::error::{EngineError, Result, StorageError};
 use crate::metrics::Job;
 use crate::shard::Shard;
 use crate::storage::keys::{self, KeyKind};
-use crate::storage::{Guarded, Pages, SegmentListing};
+use crate::storage::{Guarded, Pages, SegmentListing, INDEX_FLUSH_INTERVAL};
 
 /// How often shard 0 sweeps a page of segments.
 pub const RECLAIM_TICK: Duration = Duration::from_secs(1);
@@ -60,8 +60,16 @@ const SWEEP_TRIES_PER_SEGMENT: u32 = 3;
 /// (`INDEX_FLUSH_INTERVAL`): at light load one object and one durable index write to the
 /// main store every 5 s, so with SlateDB's own flushes under one object write a second. A
 /// run stays in the write-ahead store for at most about twice that while the mover keeps
-/// up: until the index is durable, then until the mover's next run.
+/// up: until the index is durable, then until the mover's next run. While the store holds
+/// [`MOVE_OBJECT_BYTES`] or more, it runs every tick.
 const MOVE_EVERY_TICKS: u64 = 5;
+/// How long an acknowledged run stays in the write-ahead store at most, while the main
+/// store answers and the mover keeps up: until the index is durable, then until the
+/// mover's next pass, then the pass itself (a tick). Its commit's object is deleted on the
+/// pass after.
+pub const WAL_STAY_MAX: Duration = INDEX_FLUSH_INTERVAL
+    .saturating_add(RECLAIM_TICK.saturating_mul(MOVE_EVERY_TICKS as u32))
+    .saturating_add(RECLAIM_TICK);
 /// Pages of write-ahead commits the mover takes per run at most: 4,000 commits a second.
 const MOVER_PAGES_PER_TICK: usize = 8;
 /// Bytes of live runs moved from the write-ahead store into one object of the main store,
@@ -102,7 +110,11 @@ pub(crate) async fn run(shard: Rc<Shard>) {
                 orphans = None;
             }
         }
-        if shard.storage.has_wal() && tick % MOVE_EVERY_TICKS == 0 {
+        // Every few ticks at light load; every tick while a full object's worth waits, so
+        // that under heavy load the mover keeps up rather than sleeping between passes.
+        if shard.storage.has_wal()
+            && (tick % MOVE_EVERY_TICKS == 0 || shard.storage.wal_bytes() >= MOVE_OBJECT_BYTES)
+        {
             // Several pages while there is more, so that the mover keeps up with a busy log;
             // what they found moves together, into as few objects as the bound allows (one
             // object and one durable index write per pass at light load, not one a page).
