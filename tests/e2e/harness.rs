@@ -117,11 +117,13 @@ impl Server {
                 None => panic!("cannot parse a port from the endpoint line {line:?}"),
             },
             Err(err) => {
+                let stacks = thread_stacks(server.child.id());
                 let status = server.stop();
                 let _ = stderr_thread.join();
                 panic!(
                     "sluice {:?} did not print `{ENDPOINT_LINE_PREFIX}http://127.0.0.1:PORT` \
-                     within {STARTUP_TIMEOUT:?} ({err}); exit status: {status:?}; stderr:\n{}",
+                     within {STARTUP_TIMEOUT:?} ({err}); exit status: {status:?}; stderr:\n{}\n\
+                     threads:\n{stacks}",
                     server.args,
                     server.stderr_text()
                 );
@@ -246,6 +248,24 @@ fn parse_endpoint_port(line: &str) -> Option<u16> {
 
 /// An SDK client for a self-hosted endpoint: plain `http://`, so the SDK speaks HTTP/2 with
 /// prior knowledge, and the basin is sent in the `S2-Basin` header.
+/// Every thread's stack of a process that hangs, from gdb when the machine has it (a
+/// diagnosis for a rare hang, not something a test needs).
+fn thread_stacks(pid: u32) -> String {
+    let output = Command::new("timeout")
+        .args(["30", "gdb", "-batch", "-nx", "-p", &pid.to_string()])
+        .args(["-ex", "thread apply all bt 40"])
+        .stdin(Stdio::null())
+        .output();
+    match output {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            text.chars().take(STDERR_KEEP_BYTES).collect()
+        }
+        Ok(out) => format!("(gdb gave nothing: {})", out.status),
+        Err(e) => format!("(no gdb: {e})"),
+    }
+}
+
 pub fn sdk_client(endpoint: &str) -> S2 {
     let endpoints = S2Endpoints::for_endpoint(endpoint)
         .unwrap_or_else(|err| panic!("invalid endpoint {endpoint}: {err}"));
