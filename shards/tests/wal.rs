@@ -1,7 +1,7 @@
 //! A write-ahead store apart from the main one: commits are written and acknowledged
-//! there, read from there until their runs move to the main store within seconds, and
-//! after a restart; a lost store costs only what had not moved; a full one holds appends
-//! back.
+//! there, read from there until their runs move to the main store within seconds (and
+//! read throughout the move), and after a restart; a lost store costs only what had not
+//! moved; a full one holds appends back; a pass of the mover packs its commits together.
 
 mod common;
 
@@ -107,12 +107,30 @@ fn commits_are_acknowledged_in_the_wal_store_and_move_to_the_main_store() {
             assert_eq!(main_commits, 0, "commits went to the main store");
             assert_eq!(bodies(&shard).await, expected(), "read from the WAL store");
 
+            // A reader reads the stream over and over while its runs move and their
+            // commits go: every read sees every record, whichever store it comes from.
+            let moving = Rc::new(std::cell::Cell::new(true));
+            let reader = glommio::spawn_local({
+                let (shard, moving) = (shard.clone(), moving.clone());
+                async move {
+                    let mut reads = 0;
+                    while moving.get() {
+                        assert_eq!(bodies(&shard).await, expected(), "read {reads}");
+                        reads += 1;
+                        glommio::timer::sleep(Duration::from_millis(20)).await;
+                    }
+                    reads
+                }
+            });
             // Each run moves within WAL_STAY_MAX of its ack; its emptied commit is deleted
             // on the mover's next pass, 5 s later: all gone well within twice the bound.
             let moved = eventually(2 * WAL_STAY_MAX, || async {
                 objects(&wal).await.0 == 0 && objects(&main).await.1 > 0
             })
             .await;
+            moving.set(false);
+            let reads = reader.await;
+            assert!(reads >= 50, "only {reads} reads while the runs moved");
             let (left, main_segments) = (objects(&wal).await.0, objects(&main).await.1);
             assert!(
                 moved,

@@ -103,6 +103,9 @@ pub(crate) async fn run(shard: Rc<Shard>) {
         },
         true,
     );
+    // Whether the mover's last pass failed to move something: it then keeps to its
+    // period rather than retrying every tick against a store that refuses.
+    let mut mover_failed = false;
     for tick in 0u64.. {
         glommio::timer::sleep(RECLAIM_TICK).await;
         if let Some(pass) = &mut orphans {
@@ -112,9 +115,8 @@ pub(crate) async fn run(shard: Rc<Shard>) {
         }
         // Every few ticks at light load; every tick while a full object's worth waits, so
         // that under heavy load the mover keeps up rather than sleeping between passes.
-        if shard.storage.has_wal()
-            && (tick % MOVE_EVERY_TICKS == 0 || shard.storage.wal_bytes() >= MOVE_OBJECT_BYTES)
-        {
+        let backlog = !mover_failed && shard.storage.wal_bytes() >= MOVE_OBJECT_BYTES;
+        if shard.storage.has_wal() && (tick % MOVE_EVERY_TICKS == 0 || backlog) {
             // Several pages while there is more, so that the mover keeps up with a busy log;
             // what they found moves together, into as few objects as the bound allows (one
             // object and one durable index write per pass at light load, not one a page).
@@ -124,7 +126,7 @@ pub(crate) async fn run(shard: Rc<Shard>) {
                     break;
                 }
             }
-            shard.move_commits(std::mem::take(&mut mover.moving)).await;
+            mover_failed = !shard.move_commits(std::mem::take(&mut mover.moving)).await;
         }
         sweep.step(&shard).await;
     }
@@ -463,20 +465,27 @@ impl Shard {
     }
 
     /// Move the live runs of write-ahead commits into objects of the main store of up to
-    /// [`MOVE_OBJECT_BYTES`] each; the emptied commits are deleted by a later pass.
-    async fn move_commits(&self, moving: Vec<(SegmentId, Vec<LiveRun>)>) {
+    /// [`MOVE_OBJECT_BYTES`] each; the emptied commits are deleted by a later pass. Returns
+    /// whether every object was moved.
+    async fn move_commits(&self, moving: Vec<(SegmentId, Vec<LiveRun>)>) -> bool {
+        let mut all = true;
         for sources in objects_of(moving, MOVE_OBJECT_BYTES) {
-            self.compact_or_count(sources).await;
+            all &= self.compact_or_count(sources).await;
         }
+        all
     }
 
     /// Compact `sources` into one object; a failure is counted and logged, and the next
-    /// round tries again.
-    async fn compact_or_count(&self, sources: Vec<(SegmentId, Vec<LiveRun>)>) {
+    /// round tries again. Returns whether it succeeded.
+    async fn compact_or_count(&self, sources: Vec<(SegmentId, Vec<LiveRun>)>) -> bool {
         let first = sources[0].0;
-        if let Err(e) = self.compact(sources).await {
-            self.metrics().job_failed(Job::SegmentCompacted);
-            warn!(segment = %format!("{:032x}", first.0), error = %e, "compaction failed; tried again next round");
+        match self.compact(sources).await {
+            Ok(()) => true,
+            Err(e) => {
+                self.metrics().job_failed(Job::SegmentCompacted);
+                warn!(segment = %format!("{:032x}", first.0), error = %e, "compaction failed; tried again next round");
+                false
+            }
         }
     }
 
