@@ -73,7 +73,8 @@ pub const WAL_STAY_MAX: Duration = INDEX_FLUSH_INTERVAL
 /// Pages of write-ahead commits the mover takes per run at most: 4,000 commits a second.
 const MOVER_PAGES_PER_TICK: usize = 8;
 /// Bytes of live runs moved from the write-ahead store into one object of the main store,
-/// at most (runs of one pass beyond it go in further objects).
+/// at most (runs of one pass beyond it go in further objects). A commit is never split:
+/// one larger than this (up to `COMMIT_BYTES_MAX`) moves alone, into an object its size.
 pub const MOVE_OBJECT_BYTES: u64 = 64 << 20;
 /// Object-store calls (ranged GETs, deletes) the reclaimer has in flight at once.
 const STORE_CALLS_IN_FLIGHT: usize = 16;
@@ -672,5 +673,72 @@ impl Shard {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A commit whose live runs take `bytes`, one run per MiB or less.
+    fn commit(position: u64, bytes: u64) -> (SegmentId, Vec<LiveRun>) {
+        let segment = SegmentId::log(position);
+        let mut live = Vec::new();
+        let (mut left, mut offset) = (bytes, HEADER_BYTES as u32);
+        while left > 0 {
+            let length = left.min(1 << 20) as u32;
+            let entry = BatchEntry {
+                segment,
+                offset,
+                length,
+                first_seq_num: 0,
+                record_count: 1,
+                last_timestamp: 0,
+                max_expiry_ms: None,
+                metered_bytes: u64::from(length),
+            };
+            live.push(LiveRun {
+                id: 1,
+                entry,
+                value: entry.encode(),
+            });
+            offset += length;
+            left -= u64::from(length);
+        }
+        (segment, live)
+    }
+
+    fn sizes(objects: &[Vec<(SegmentId, Vec<LiveRun>)>]) -> Vec<u64> {
+        objects
+            .iter()
+            .map(|sources| {
+                sources
+                    .iter()
+                    .flat_map(|(_, live)| live.iter().map(|r| u64::from(r.entry.length)))
+                    .sum()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn moved_objects_are_filled_to_their_bound_and_never_past_it() {
+        const MIB: u64 = 1 << 20;
+        // 64 commits of 1 MiB fill one object exactly; the 65th starts another.
+        let exact: Vec<_> = (1..=64).map(|p| commit(p, MIB)).collect();
+        assert_eq!(sizes(&objects_of(exact, MOVE_OBJECT_BYTES)), [64 * MIB]);
+        let over: Vec<_> = (1..=65).map(|p| commit(p, MIB)).collect();
+        assert_eq!(sizes(&objects_of(over, MOVE_OBJECT_BYTES)), [64 * MIB, MIB]);
+        // A commit never splits: one that would cross the bound starts the next object,
+        // and one larger than the bound goes alone.
+        let uneven = vec![
+            commit(1, 40 * MIB),
+            commit(2, 30 * MIB),
+            commit(3, 70 * MIB),
+            commit(4, MIB),
+        ];
+        assert_eq!(
+            sizes(&objects_of(uneven, MOVE_OBJECT_BYTES)),
+            [40 * MIB, 30 * MIB, 70 * MIB, MIB]
+        );
     }
 }
