@@ -95,7 +95,7 @@ pub(crate) async fn run(shard: Rc<Shard>) {
     }
     let mut orphans = Some(OrphanPass::default());
     let mut sweep = Sweep::over(|_| keys::segments_range(), false);
-    // With a write-ahead store, its commits get a sweep of their own every tick, so that
+    // With a write-ahead store, its commits get a sweep of their own (the mover), so that
     // how long a run stays there does not grow with the main store's segments.
     let mut mover = Sweep::over(
         |shard| {
