@@ -557,3 +557,23 @@ async fn kill9_cycles_on_many_streams_lose_nothing_with_a_local_wal_before_s3() 
     })
     .await;
 }
+
+// The write-ahead log in a bucket of its own (`--wal-bucket`), the data in another: the
+// same, with both on moto.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_cycles_on_many_streams_lose_nothing_with_a_wal_bucket() {
+    let moto = Moto::start();
+    moto.create_bucket("sluice-wal-main");
+    moto.create_bucket("sluice-wal-fast");
+    kill_cycles(|shards| {
+        moto.server(&[
+            "--shards",
+            shards,
+            "--bucket",
+            "sluice-wal-main",
+            "--wal-bucket",
+            "sluice-wal-fast",
+        ])
+    })
+    .await;
+}
